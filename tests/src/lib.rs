@@ -354,17 +354,36 @@ pub fn assert_matches_qemu(image: &Path, sources: &[&Path]) {
     guard.check();
 }
 
-/// Asserts that `vbproxy ARGS` fails with exit code `code` within
-/// `max_secs`, its message containing every one of `needles`.
+/// Asserts that `vbproxy ARGS` fails with exit code `code` within 1 s and
+/// 64 MiB peak RSS (measured by GNU time), without a panic, its message
+/// containing every one of `needles`. Returns the message.
 pub fn assert_clean_error(args: &[&str], code: i32, needles: &[&str]) -> String {
     let start = std::time::Instant::now();
-    let (got, stderr) = vbproxy_fails(args);
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "VBPROXY_MAXRSS_KB=%M"])
+        .arg(vbproxy_bin())
+        .args(args)
+        .output()
+        .expect("run /usr/bin/time vbproxy (apt-get install time)");
     let secs = start.elapsed().as_secs_f64();
-    assert!(secs < 1.0 + 0.5, "vbproxy {args:?} took {secs:.2}s");
-    assert_eq!(got, code, "exit code of vbproxy {args:?}; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "vbproxy panicked: {stderr}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rss_kb: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("VBPROXY_MAXRSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("GNU time reported no max RSS");
+    let stderr: String = stderr.lines().filter(|l| !l.starts_with("VBPROXY_MAXRSS_KB=") && !l.starts_with("Command exited")).collect::<Vec<_>>().join("\n");
+    assert!(!stderr.contains("panicked"), "vbproxy {args:?} panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(code), "exit code of vbproxy {args:?}; stderr: {stderr}");
+    assert!(secs < 1.0, "vbproxy {args:?} took {secs:.2}s");
+    assert!(rss_kb < 64 * 1024, "vbproxy {args:?} peaked at {rss_kb} KiB RSS");
     for n in needles {
         assert!(stderr.contains(n), "stderr of vbproxy {args:?} lacks {n:?}: {stderr}");
     }
     stderr
+}
+
+/// Runs `qemu-img ARGS`, expecting success; returns stdout.
+pub fn qemu_img(args: &[&str]) -> String {
+    run_text(Command::new("qemu-img").args(args))
 }
