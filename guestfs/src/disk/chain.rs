@@ -194,3 +194,138 @@ pub fn open_disk(ns: &dyn Namespace, path: &Path, opts: &OpenOptions) -> Result<
     }
     Ok(Disk { layers })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::Allocation::{self, *};
+
+    /// A layer described by runs of (length, allocation, fill byte).
+    struct FakeLayer {
+        runs: Vec<(u64, Allocation, u8)>,
+        path: PathBuf,
+    }
+
+    impl FakeLayer {
+        fn new(name: &str, runs: &[(u64, Allocation, u8)]) -> Arc<dyn Layer> {
+            Arc::new(FakeLayer { runs: runs.to_vec(), path: name.into() })
+        }
+        fn find(&self, offset: u64) -> (u64, Allocation, u8, u64) {
+            let mut start = 0;
+            for &(len, a, b) in &self.runs {
+                if offset < start + len {
+                    return (start, a, b, start + len - offset);
+                }
+                start += len;
+            }
+            unreachable!("offset {offset} outside fake layer")
+        }
+    }
+
+    impl Layer for FakeLayer {
+        fn format(&self) -> Format {
+            Format::Raw
+        }
+        fn variant(&self) -> String {
+            "fake".into()
+        }
+        fn path(&self) -> &Path {
+            &self.path
+        }
+        fn virtual_size(&self) -> u64 {
+            self.runs.iter().map(|r| r.0).sum()
+        }
+        fn status(&self, offset: u64, max_len: u64) -> Result<(Allocation, u64)> {
+            let (_, a, _, left) = self.find(offset);
+            Ok((a, left.min(max_len)))
+        }
+        fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            let (_, a, b, left) = self.find(offset);
+            assert_eq!(a, Data, "read_data outside a data run");
+            assert!(buf.len() as u64 <= left, "read_data crosses a run");
+            buf.fill(b);
+            Ok(())
+        }
+    }
+
+    fn read_all(d: &Disk) -> Vec<u8> {
+        let mut v = vec![0xEE; d.virtual_size() as usize];
+        d.read_at(&mut v, 0).unwrap();
+        v
+    }
+
+    #[test]
+    fn reads_fall_through_unallocated_and_stop_at_zero() {
+        let top = FakeLayer::new("top", &[(4, Data, 1), (4, Unallocated, 0), (4, Zero, 0), (4, Unallocated, 0)]);
+        let base = FakeLayer::new("base", &[(16, Data, 9)]);
+        let d = Disk::from_layers(vec![top, base]).unwrap();
+        assert_eq!(read_all(&d), [[1u8; 4], [9; 4], [0; 4], [9; 4]].concat());
+        let map = d.map().unwrap();
+        let summary: Vec<_> = map.iter().map(|e| (e.start, e.length, e.data, e.depth)).collect();
+        assert_eq!(summary, vec![(0, 4, true, 0), (4, 4, true, 1), (8, 4, false, 0), (12, 4, true, 1)]);
+        assert_eq!(d.layer_allocated(0).unwrap(), 4);
+        assert_eq!(d.layer_allocated(1).unwrap(), 16);
+    }
+
+    #[test]
+    fn parent_shorter_than_child_reads_zeros_past_its_end() {
+        let top = FakeLayer::new("top", &[(16, Unallocated, 0)]);
+        let base = FakeLayer::new("base", &[(6, Data, 7)]);
+        let d = Disk::from_layers(vec![top, base]).unwrap();
+        assert_eq!(read_all(&d), [vec![7u8; 6], vec![0; 10]].concat());
+    }
+
+    #[test]
+    fn unallocated_everywhere_reads_zeros() {
+        let d = Disk::from_layers(vec![FakeLayer::new("only", &[(8, Unallocated, 0)])]).unwrap();
+        assert_eq!(read_all(&d), vec![0u8; 8]);
+        assert_eq!(d.map().unwrap()[0].depth, 1);
+    }
+
+    #[test]
+    fn below_gives_the_pre_snapshot_state() {
+        let top = FakeLayer::new("top", &[(8, Data, 1)]);
+        let base = FakeLayer::new("base", &[(8, Data, 2)]);
+        let d = Disk::from_layers(vec![top, base]).unwrap();
+        assert_eq!(read_all(&d.below(1).unwrap()), vec![2u8; 8]);
+        assert!(d.below(2).is_none());
+    }
+
+    #[test]
+    fn reads_outside_the_disk_are_errors() {
+        let d = Disk::from_layers(vec![FakeLayer::new("x", &[(8, Data, 1)])]).unwrap();
+        let mut b = [0u8; 4];
+        assert!(matches!(d.read_at(&mut b, 6), Err(Error::OutOfRange { .. })));
+        assert!(matches!(d.read_at(&mut b, u64::MAX - 1), Err(Error::OutOfRange { .. })));
+    }
+
+    struct LyingLayer;
+    impl Layer for LyingLayer {
+        fn format(&self) -> Format {
+            Format::Raw
+        }
+        fn variant(&self) -> String {
+            "liar".into()
+        }
+        fn path(&self) -> &Path {
+            Path::new("liar")
+        }
+        fn virtual_size(&self) -> u64 {
+            8
+        }
+        fn status(&self, _: u64, max_len: u64) -> Result<(Allocation, u64)> {
+            Ok((Data, max_len + 1))
+        }
+        fn read_data(&self, _: u64, _: &mut [u8]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reader_returning_an_invalid_run_is_an_error_not_a_hang() {
+        let d = Disk::from_layers(vec![Arc::new(LyingLayer) as Arc<dyn Layer>]).unwrap();
+        let mut b = [0u8; 4];
+        assert!(matches!(d.read_at(&mut b, 0), Err(Error::Corrupt { .. })));
+        assert!(d.layer_allocated(0).is_err());
+    }
+}

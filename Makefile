@@ -1,0 +1,58 @@
+# vbproxy: build, demo, tests, fuzzing, benchmarks.
+#
+#   make demo   builds sample disks with real tools and shows what vbproxy finds
+#   make test   installs what the tests need and runs them all
+#
+# Both can be run again: installs are skipped when everything is present.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+DEMO_DIR := target/demo
+FUZZ_TARGETS := detect vmdk_sparse vmdk_descriptor vmdk_cowd vmdk_sesparse vhd vhdx qcow2
+FUZZ_SECONDS ?= 60
+
+# Debian packages the tests use as real tools and oracles. Commands are
+# checked first so a machine that has them all does no apt work at all.
+APT_PACKAGES := qemu-utils time python3 libvhdi-utils fuse3
+APT_COMMANDS := qemu-img qemu-io /usr/bin/time python3 vhdiinfo fusermount3
+
+.PHONY: all build deps demo test fuzz fuzz-seeds fuzz-tools bench clean-fixtures
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+deps:
+	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing test tools (missing:$$missing)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
+
+demo: deps build
+	@bash tests/demo.sh $(DEMO_DIR)
+
+test: deps
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+
+# Small seed images for every fuzz target, made by qemu-img.
+fuzz-seeds: deps
+	@bash fuzz/make-seeds.sh fuzz/corpus
+
+# Runs every fuzz target for FUZZ_SECONDS (cargo fuzz needs nightly
+# features; RUSTC_BOOTSTRAP lets the stable toolchain provide them).
+fuzz: fuzz-tools fuzz-seeds
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=5 2>&1 | tail -3); \
+	done
+
+clean-fixtures:
+	rm -rf target/fixtures target/scratch target/demo
