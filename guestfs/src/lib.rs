@@ -12,7 +12,9 @@ pub mod block;
 pub mod cache;
 pub mod disk;
 pub mod error;
+pub mod fs;
 pub mod le;
 pub mod namespace;
+pub mod volume;
 
 pub use error::{Error, Result};

@@ -6,6 +6,8 @@
 //! place, so a crashed build never leaves a half-made fixture that later
 //! runs would trust. Delete `target/fixtures` to rebuild them all.
 
+pub mod tree;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
