@@ -2,9 +2,13 @@
 #![forbid(unsafe_code)]
 
 mod export;
+mod files;
+mod guest;
 mod inspect;
 mod map;
+mod restore;
 mod source;
+mod tar;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +43,38 @@ enum Command {
         #[arg(long)]
         json: bool,
         source: PathBuf,
+    },
+    /// List files: `ls [-l] [-R] [--json] SOURCE... PATH` (guest tree
+    /// `/<disk>/<volume>/<path>`; with one disk `/<volume>/<path>`).
+    Ls {
+        #[arg(short, long)]
+        long: bool,
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        #[arg(long)]
+        json: bool,
+        /// SOURCE... PATH
+        #[arg(required = true, num_args = 2..)]
+        args: Vec<String>,
+    },
+    /// Write a guest file's bytes to standard output: `cat SOURCE... PATH`.
+    Cat {
+        #[arg(required = true, num_args = 2..)]
+        args: Vec<String>,
+    },
+    /// Restore a file or directory: `cp SOURCE... PATH DEST` (mode and
+    /// times kept; nothing is written outside DEST).
+    Cp {
+        #[arg(required = true, num_args = 3..)]
+        args: Vec<String>,
+    },
+    /// Stream the guest tree as a PAX tar archive to standard output.
+    Tar {
+        /// Guest path to archive (default: the whole tree).
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
     },
     /// Export a disk's content (through its whole chain) to an image file.
     Export {
@@ -76,12 +112,29 @@ fn main() -> ExitCode {
         Command::Inspect { json, sources } => inspect::run(&sources, json),
         Command::Map { json, source } => map::run(&source, json),
         Command::Export { format, output, source } => export::run(&source, format, &output),
+        Command::Ls { long, recursive, json, args } => {
+            with_tail(args, 1, |s, t| files::ls(s, &t[0], long, recursive, json))
+        }
+        Command::Cat { args } => with_tail(args, 1, |s, t| files::cat(s, &t[0])),
+        Command::Cp { args } => with_tail(args, 2, |s, t| files::cp(s, &t[0], std::path::Path::new(&t[1]))),
+        Command::Tar { path, sources } => files::tar(&sources, &path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vbproxy: {e:#}");
             ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Runs `f` with `SOURCE...` and the last `tail` positional arguments.
+fn with_tail(args: Vec<String>, tail: usize, f: impl FnOnce(&[PathBuf], &[String]) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    match guest::split_args(args, tail) {
+        Ok((sources, rest)) => f(&sources, &rest),
+        Err(msg) => {
+            eprintln!("vbproxy: {msg}");
+            std::process::exit(EXIT_USAGE.into());
         }
     }
 }
