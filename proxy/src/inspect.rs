@@ -1,14 +1,17 @@
 //! `vbproxy inspect`: what each disk is.
 
 use crate::{human_size, source};
+use guestfs::tree::GuestTree;
 use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
 
 pub fn run(sources: &[PathBuf], as_json: bool) -> Result<()> {
     let mut disks = Vec::new();
+    let mut opened = Vec::new();
     for (i, src) in sources.iter().enumerate() {
         let disk = source::open(src)?;
+        opened.push((format!("disk{i}"), std::sync::Arc::new(guestfs::volume::DiskSource(disk.clone())) as std::sync::Arc<dyn guestfs::block::ReadAt>));
         let mut chain = Vec::new();
         for (depth, layer) in disk.layers().iter().enumerate() {
             chain.push(json!({
@@ -30,6 +33,38 @@ pub fn run(sources: &[PathBuf], as_json: bool) -> Result<()> {
             "chain": chain,
             "volumes": [],
         }));
+    }
+    // Volumes and filesystems: one tree over all disks, since an LVM volume
+    // group may span several disks of a VM.
+    let tree = GuestTree::open(opened)?;
+    for (d, td) in tree.disks.iter().enumerate() {
+        let mut vols = Vec::new();
+        for (v, tv) in td.volumes.iter().enumerate() {
+            let vol = &tv.volume;
+            let mut j = json!({
+                "id": vol.id, "start": vol.start, "size": vol.size,
+                "type": vol.part_type, "name": vol.name,
+                "filesystem": null, "label": null, "uuid": null, "fs_size": null, "used": null, "error": null,
+            });
+            match &tv.fs {
+                Ok(Some(_)) => {
+                    if let Some(info) = tree.fs_info(d, v) {
+                        j["filesystem"] = json!(info.kind);
+                        j["label"] = json!(info.label);
+                        j["uuid"] = json!(info.uuid);
+                        j["fs_size"] = json!(info.total_bytes);
+                        j["used"] = json!(info.used_bytes);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => j["error"] = json!(e.to_string()),
+            }
+            vols.push(j);
+        }
+        for (id, e) in &td.errors {
+            vols.push(json!({ "id": id, "error": e.to_string() }));
+        }
+        disks[d]["volumes"] = json!(vols);
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&json!({ "disks": disks, "os": null }))?);
@@ -53,6 +88,21 @@ pub fn run(sources: &[PathBuf], as_json: bool) -> Result<()> {
                 c["format"].as_str().unwrap_or(""),
                 c["variant"].as_str().unwrap_or(""),
                 human_size(c["allocated"].as_u64().unwrap_or(0))
+            );
+        }
+        for v in d["volumes"].as_array().cloned().unwrap_or_default() {
+            let id = v["id"].as_str().unwrap_or("");
+            if let Some(err) = v["error"].as_str() {
+                println!("  volume {id}: ERROR {err}");
+                continue;
+            }
+            let fs = v["filesystem"].as_str().unwrap_or("no known filesystem");
+            let label = v["label"].as_str().map(|l| format!(" label {l:?}")).unwrap_or_default();
+            println!(
+                "  volume {id}: {} at {}, {fs}{label} [type {}]",
+                human_size(v["size"].as_u64().unwrap_or(0)),
+                v["start"].as_u64().unwrap_or(0),
+                v["type"].as_str().unwrap_or("")
             );
         }
     }

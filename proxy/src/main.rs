@@ -76,15 +76,42 @@ enum Command {
         #[arg(required = true)]
         sources: Vec<PathBuf>,
     },
-    /// Export a disk's content (through its whole chain) to an image file.
+    /// Export a disk's content (through its whole chain) to an image file,
+    /// with a manifest (OUT.manifest.json) beside it.
     Export {
         /// Output format.
         #[arg(long, value_enum, default_value = "raw")]
         format: export::ExportFormat,
-        /// Output file, or `-` for standard output (raw only).
+        /// Output file, or `-` for standard output (raw and vmdk-stream).
         #[arg(short, long)]
         output: PathBuf,
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Hold the read rate to this many bytes per second (`200M`, `1G`).
+        #[arg(long, value_parser = export::parse_rate)]
+        rate_limit: Option<u64>,
+        /// Batches read and compressed in parallel (default: every core).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Export the disk as it was before its top N snapshots.
+        #[arg(long, default_value_t = 0, conflicts_with = "base")]
+        below: usize,
+        /// Export the base disk of the chain alone (the state before any snapshot).
+        #[arg(long)]
+        base: bool,
+        /// Do not write OUT.manifest.json.
+        #[arg(long)]
+        no_manifest: bool,
         source: PathBuf,
+    },
+    /// Check an export against its manifest (and against its source, if given).
+    Verify {
+        /// The exported image (its manifest is OUT.manifest.json).
+        output: PathBuf,
+        /// The source disk it was exported from.
+        #[arg(long)]
+        source: Option<PathBuf>,
     },
 }
 
@@ -111,7 +138,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { json, sources } => inspect::run(&sources, json),
         Command::Map { json, source } => map::run(&source, json),
-        Command::Export { format, output, source } => export::run(&source, format, &output),
+        Command::Export { format, output, quiet, rate_limit, jobs, below, base, no_manifest, source } => {
+            let below = if base { usize::MAX } else { below };
+            let args = export::ExportArgs {
+                format,
+                output,
+                quiet,
+                rate_limit,
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                below,
+                manifest: !no_manifest,
+            };
+            export::run(&source, &args)
+        }
+        Command::Verify { output, source } => export::verify(&output, source.as_deref()),
         Command::Ls { long, recursive, json, args } => {
             with_tail(args, 1, |s, t| files::ls(s, &t[0], long, recursive, json))
         }
