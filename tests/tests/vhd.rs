@@ -131,7 +131,7 @@ fn make_differencing(out: &Path, parent: Option<&Path>, extra: &[&str], writes: 
                 tmp.push(f.clone());
                 format!("file={}", f.display())
             }
-            Fill::Zeroes => format!("pattern=0"),
+            Fill::Zeroes => "pattern=0".to_string(),
         };
         cmd.arg("--write").arg(format!("{}:{}:{what}", w.offset, w.len));
     }
@@ -484,6 +484,28 @@ fn damaged_end_footer_uses_the_copy_at_offset_0() {
 }
 
 #[test]
+fn virtual_size_rule_matches_qemu_for_each_creator() {
+    // A current size larger than the CHS geometry: Virtual PC and qemu's
+    // own non-forced images are sized by CHS, Hyper-V and blktap images by
+    // the current size. qemu decides by the creator application.
+    let s = scratch("vhd-size-rule");
+    for creator in [*b"qemu", *b"vpc ", *b"win ", *b"tap\0"] {
+        let img = copy_into(&dynamic_fixture(), &s);
+        let end = file_size(&img) - 512;
+        let chs = vpc_virtual_size(&img);
+        for at in [0, end] {
+            patch(&img, at + 28, &creator);
+            patch(&img, at + 48, &(chs + MIB).to_be_bytes());
+            fix_checksum(&img, at, 512, 64);
+        }
+        let expected = if creator == *b"win " || creator == *b"tap\0" { chs + MIB } else { chs };
+        assert_eq!(vpc_virtual_size(&img), expected, "qemu's rule for creator {creator:?}");
+        assert_matches_qemu(&img, &[&s]);
+        std::fs::remove_file(&img).unwrap();
+    }
+}
+
+#[test]
 fn absurd_current_size_is_refused() {
     let s = scratch("vhd-absurd-size");
     // A qem2 disk: its size is the footer's current size, not CHS.
@@ -511,7 +533,7 @@ fn absurd_block_size_is_refused() {
     let img = copy_into(&dynamic_fixture(), &s);
     patch(&img, 512 + 32, &(1u32 << 31).to_be_bytes());
     fix_checksum(&img, 512, 1024, 36);
-    assert_clean_error(&["inspect", img.to_str().unwrap()], 1, &["disk.vhd", "dynamic disk header", "offset 512", "block size 2147483648"]);
+    assert_clean_error(&["inspect", img.to_str().unwrap()], 1, &["disk.vhd", "dynamic disk header", "offset 512", "block size 2147483648", "power of two"]);
 }
 
 #[test]

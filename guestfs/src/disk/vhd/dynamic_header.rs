@@ -74,7 +74,7 @@ impl DynamicHeader {
         let block_size = u32be(buf, 32);
         if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
             return Err(corrupt(format!(
-                "block size {block_size} is not a power of two between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}"
+                "block size {block_size} is not supported: it must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE} bytes"
             )));
         }
         let name_units: Vec<u16> = buf

@@ -30,8 +30,11 @@ use footer::{DiskType, Footer, FOOTER_SIZE};
 use std::path::Path;
 
 const SECTOR: u64 = 512;
-/// Memory given to cached sector bitmaps of a differencing disk.
+/// Memory given to cached sector bitmaps of a differencing disk, and the
+/// most bitmaps kept (the cache evicts by scanning its entries, so it
+/// stays small; 256 bitmaps of 2 MiB blocks cover 512 MiB of disk).
 const BITMAP_CACHE_BYTES: u64 = 4 << 20;
+const BITMAP_CACHE_MAX_ENTRIES: u64 = 256;
 
 pub fn open(_ns: &dyn Namespace, file: ImageFile) -> Result<Box<dyn Layer>> {
     let (footer, end_footer_ok) = Footer::read(&file)?;
@@ -104,7 +107,7 @@ impl Sparse {
             }
             _ => None,
         };
-        let cache_entries = usize::try_from((BITMAP_CACHE_BYTES / bitmap_size).max(16)).unwrap_or(16);
+        let cache_entries = usize::try_from((BITMAP_CACHE_BYTES / bitmap_size).clamp(16, BITMAP_CACHE_MAX_ENTRIES)).unwrap_or(16);
         Ok(Sparse { bat, block_size, bitmap_size, bitmaps: BoundedCache::new(cache_entries), parent })
     }
 
@@ -331,6 +334,19 @@ mod tests {
         let fs = MemFs::default().with("/d/a.vhd", img);
         let e = read_all(&fs, "/d/a.vhd").unwrap_err().to_string();
         assert!(e.contains("max table entries 3"), "{e}");
+    }
+
+    #[test]
+    fn locator_outside_the_file_is_corrupt() {
+        let mut img = sparse_image(4, 4, &[], 2, Some((1, "base.vhd")));
+        // Locator 0's data offset (header 512 + table 576 + 16).
+        img[512 + 576 + 16..512 + 576 + 24].copy_from_slice(&(1u64 << 40).to_be_bytes());
+        img[512 + 36..512 + 40].copy_from_slice(&[0; 4]);
+        let c = checksum(&img[512..1536], 36);
+        img[512 + 36..512 + 40].copy_from_slice(&c.to_be_bytes());
+        let fs = MemFs::default().with("/d/c.vhd", img);
+        let e = read_all(&fs, "/d/c.vhd").unwrap_err().to_string();
+        assert!(e.contains("parent locator 0 (W2ru)") && e.contains("beyond the end"), "{e}");
     }
 
     #[test]
