@@ -10,9 +10,13 @@
 //! The virtual size follows qemu's rule (see [`footer::Footer::virtual_size`]).
 //!
 //! Sector bitmaps of dynamic (non-differencing) disks are not consulted: an
-//! allocated block reads from the block, as qemu does and Windows does
-//! (Hyper-V and Virtual PC zero-fill a block when allocating it, so clear
-//! bits cover zeros), and qemu's map reports the whole block as data.
+//! allocated block reads from the block, as both qemu and Windows do (a
+//! sector whose bit is cleared by hand still reads its stored bytes in
+//! Windows 11), and qemu's map reports the whole block as data. The 1.0
+//! spec reads as if a clear bit meant an unused sector, and a few readers
+//! (MiniVHD, 7-Zip) return zeros there; writers zero-fill new blocks, so
+//! the two readings only differ on hand-edited files, and we follow the
+//! platform that writes these disks.
 
 mod bat;
 mod dynamic_header;
