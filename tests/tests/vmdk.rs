@@ -504,3 +504,25 @@ fn sparse_extent_size_must_match_descriptor() {
     let img = hand_written("vmdk-size-mismatch", &descriptor("vmfs", &[&format!("RW {} SPARSE \"sparse.vmdk\"", 16 * MIB / 512 + 128)], ""));
     assert_clean_error(&["inspect", img.to_str().unwrap()], 1, &["vmdk-size-mismatch.vmdk", "extent on line 9", "sectors"]);
 }
+
+#[test]
+fn zeroed_grains_in_a_delta_hide_parent_data() {
+    // GTE 1 must read as zeros, not fall through to the parent.
+    use Fill::*;
+    let dir = fixture("vmdk-zg-delta-v1", |d| {
+        let size = 64 * MIB;
+        qemu_img_in(d, &["create", "-q", "-f", "vmdk", "zg-base.vmdk", &size.to_string()]);
+        qemu_io_write(&d.join("zg-base.vmdk"), "vmdk", &standard_writes(size));
+        qemu_img_in(d, &["create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "-b", "zg-base.vmdk", "-F", "vmdk", "zg-delta.vmdk"]);
+        qemu_io_write(
+            &d.join("zg-delta.vmdk"),
+            "vmdk",
+            &[
+                GuestWrite { offset: 0, len: 64 * 1024, fill: Zeroes },
+                GuestWrite { offset: 7 * MIB, len: MIB, fill: Zeroes },
+                GuestWrite { offset: 9 * MIB + 4096, len: 4096, fill: Zeroes },
+            ],
+        );
+    });
+    assert_matches_qemu(&dir.join("zg-delta.vmdk"), &[&dir]);
+}
