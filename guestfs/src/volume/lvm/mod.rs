@@ -316,3 +316,148 @@ fn build_lv(lv: &Section, extent_size: u64, vg_pvs: &HashMap<&str, VgPv>, lv_nam
     let first = first.ok_or_else(|| Corrupt("no segments".into()))?;
     Ok((segments, first))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemSource;
+    use crate::volume::find_volumes;
+
+    const PV_SIZE: usize = 8 << 20;
+    const MDA_START: usize = 4096;
+    const MDA_SIZE: usize = (1 << 20) - 4096;
+
+    /// A whole-disk PV with uuid `uuid` (32 chars) whose metadata area holds
+    /// `text` at `text_at` (relative to the area; wraps past its end).
+    fn pv(uuid: &str, text: &str, text_at: usize) -> Vec<u8> {
+        let mut d = vec![0u8; PV_SIZE];
+        let l = 512;
+        d[l..l + 8].copy_from_slice(b"LABELONE");
+        d[l + 8..l + 16].copy_from_slice(&1u64.to_le_bytes());
+        d[l + 20..l + 24].copy_from_slice(&32u32.to_le_bytes());
+        d[l + 24..l + 32].copy_from_slice(b"LVM2 001");
+        d[l + 32..l + 64].copy_from_slice(uuid.as_bytes());
+        d[l + 64..l + 72].copy_from_slice(&(PV_SIZE as u64).to_le_bytes());
+        d[l + 72..l + 80].copy_from_slice(&(1u64 << 20).to_le_bytes()); // data area
+        d[l + 104..l + 112].copy_from_slice(&(MDA_START as u64).to_le_bytes()); // metadata area
+        d[l + 112..l + 120].copy_from_slice(&(MDA_SIZE as u64).to_le_bytes());
+        let crc = lvm_crc(&d[l + 20..l + 512]);
+        d[l + 16..l + 20].copy_from_slice(&crc.to_le_bytes());
+        let h = MDA_START;
+        d[h + 4..h + 20].copy_from_slice(b"\x20LVM2\x20x[5A%r0N*>");
+        d[h + 20..h + 24].copy_from_slice(&1u32.to_le_bytes());
+        d[h + 24..h + 32].copy_from_slice(&(MDA_START as u64).to_le_bytes());
+        d[h + 32..h + 40].copy_from_slice(&(MDA_SIZE as u64).to_le_bytes());
+        d[h + 40..h + 48].copy_from_slice(&(text_at as u64).to_le_bytes());
+        d[h + 48..h + 56].copy_from_slice(&(text.len() as u64).to_le_bytes());
+        d[h + 56..h + 60].copy_from_slice(&lvm_crc(text.as_bytes()).to_le_bytes());
+        let crc = lvm_crc(&d[h + 4..h + 512]);
+        d[h..h + 4].copy_from_slice(&crc.to_le_bytes());
+        for (i, b) in text.bytes().enumerate() {
+            let mut at = text_at + i;
+            if at >= MDA_SIZE {
+                at = at - MDA_SIZE + 512;
+            }
+            d[MDA_START + at] = b;
+        }
+        d
+    }
+
+    const UUID: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    fn lv(name: &str, status: &str, segments: &str) -> String {
+        format!("{name} {{\nid = \"{name}-id\"\nstatus = [{status}]\nsegment_count = 1\n{segments}\n}}\n")
+    }
+
+    fn seg(n: u32, start: u32, count: u64, body: &str) -> String {
+        format!("segment{n} {{\nstart_extent = {start}\nextent_count = {count}\n{body}\n}}\n")
+    }
+
+    fn vg(lvs: &str) -> String {
+        format!(
+            "vg {{\nid = \"vg-id\"\nseqno = 4\nextent_size = 8\nphysical_volumes {{\npv0 {{\nid = \"AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA\"\npe_start = 2048\npe_count = 1000\n}}\n}}\nlogical_volumes {{\n{lvs}}}\n}}\ncontents = \"Text Format Volume Group\"\nversion = 1\n"
+        )
+    }
+
+    fn volumes(d: Vec<u8>) -> (Vec<String>, Vec<String>) {
+        let disk: Arc<dyn ReadAt> = Arc::new(MemSource(d));
+        let v = find_volumes(&[disk]).unwrap();
+        (v[0].volumes.iter().map(|v| v.id.clone()).collect(), v[0].errors.iter().map(|(id, e)| format!("{id}: {e}")).collect())
+    }
+
+    const LINEAR: &str = "type = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 3]";
+
+    #[test]
+    fn linear_lv_maps_extents_after_pe_start() {
+        let text = vg(&lv("ok", "\"READ\", \"VISIBLE\"", &seg(1, 0, 2, LINEAR)));
+        let mut d = pv(UUID, &text, 512);
+        let at = 2048 * 512 + 3 * 8 * 512;
+        d[at] = 0x5a;
+        d[at + 8191] = 0xa5;
+        let disk: Arc<dyn ReadAt> = Arc::new(MemSource(d));
+        let v = find_volumes(&[disk]).unwrap();
+        let ok = &v[0].volumes[0];
+        assert_eq!((ok.id.as_str(), ok.size, ok.start), ("lvm-vg-ok", 8192, at as u64));
+        let mut b = [0u8; 8192];
+        ok.source.read_exact_at(&mut b, 0).unwrap();
+        assert_eq!((b[0], b[8191]), (0x5a, 0xa5));
+    }
+
+    #[test]
+    fn wrapped_metadata_text_is_read() {
+        let text = vg(&lv("ok", "\"VISIBLE\"", &seg(1, 0, 2, LINEAR)));
+        let (ids, errs) = volumes(pv(UUID, &text, MDA_SIZE - 100));
+        assert_eq!(ids, ["lvm-vg-ok"], "{errs:?}");
+    }
+
+    #[test]
+    fn unsupported_lv_types_are_errors_never_guessed() {
+        let lvs = [
+            lv("ok", "\"VISIBLE\"", &seg(1, 0, 2, LINEAR)),
+            lv("th", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"thin\"\nthin_pool = \"pool\"\ndevice_id = 1")),
+            lv("mir", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"raid1\"\ndevice_count = 2")),
+            lv("snap", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 10]")),
+            lv("snapshot0", "\"READ\"", &seg(1, 0, 2, "type = \"snapshot\"\nchunk_size = 8\norigin = \"ok\"\ncow_store = \"snap\"")),
+            lv("stacked", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"striped\"\nstripe_count = 1\nstripes = [\"ok\", 0]")),
+            lv("hidden", "\"READ\"", &seg(1, 0, 2, LINEAR)),
+        ]
+        .concat();
+        let (ids, errs) = volumes(pv(UUID, &vg(&lvs), 512));
+        assert_eq!(ids, ["lvm-vg-ok"]);
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[0].starts_with("lvm-vg-th: ") && errs[0].contains("unsupported") && errs[0].contains("\"thin\""), "{errs:?}");
+        assert!(errs[1].starts_with("lvm-vg-mir: ") && errs[1].contains("\"raid1\""), "{errs:?}");
+        assert!(errs[2].starts_with("lvm-vg-snap: ") && errs[2].contains("copy-on-write store of a snapshot"), "{errs:?}");
+        assert!(errs[3].starts_with("lvm-vg-stacked: ") && errs[3].contains("stacked on logical volume ok"), "{errs:?}");
+    }
+
+    #[test]
+    fn hostile_segments_are_errors() {
+        let lvs = [
+            lv("past", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 100000]")),
+            lv("gap", "\"VISIBLE\"", &seg(1, 1, 2, LINEAR)),
+            lv("count", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"striped\"\nstripe_count = 2\nstripe_size = 8\nstripes = [\"pv0\", 0]")),
+            lv("chunk", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"striped\"\nstripe_count = 2\nstripe_size = 3\nstripes = [\"pv0\", 0, \"pv0\", 5]")),
+            lv("neg", "\"VISIBLE\"", &seg(1, 0, 2, "type = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", -1]")),
+            lv("huge", "\"VISIBLE\"", &seg(1, 0, 9223372036854775807, LINEAR)),
+        ]
+        .concat();
+        let (ids, errs) = volumes(pv(UUID, &vg(&lvs), 512));
+        assert!(ids.is_empty(), "{ids:?}");
+        assert_eq!(errs.len(), 6, "{errs:?}");
+        assert!(errs[0].contains("beyond the end of the PV"), "{errs:?}");
+        assert!(errs[1].contains("gap"), "{errs:?}");
+    }
+
+    #[test]
+    fn metadata_checksum_and_garbage() {
+        let text = vg(&lv("ok", "\"VISIBLE\"", &seg(1, 0, 2, LINEAR)));
+        let mut d = pv(UUID, &text, 512);
+        d[MDA_START + 520] ^= 1;
+        let (ids, errs) = volumes(d);
+        assert!(ids.is_empty());
+        assert!(errs[0].starts_with("lvm: disk0: LVM metadata text at offset 4608: metadata checksum mismatch"), "{errs:?}");
+        let (_, errs) = volumes(pv(UUID, "vg { id = \"x\" seqno = [", 512));
+        assert!(errs[0].contains("LVM metadata text") && errs[0].contains("expected a value"), "{errs:?}");
+    }
+}
