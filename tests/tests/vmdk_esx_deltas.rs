@@ -62,9 +62,11 @@ fn make_base(dir: &Path) -> String {
 
 /// COWD runs in 1-sector grains: the start, an unaligned run inside a
 /// table, a run across a table boundary, one full table, a run across
-/// 2 GiB, the last sector; table 7 is allocated but empty.
+/// 2 GiB, the last sector; table 7 is allocated but empty. Runs that touch
+/// on the virtual disk (0/128, 2051/2060) are separate writes, so their
+/// grains are not next to each other in the file.
 fn cowd_runs() -> String {
-    format!("0:128,2051:9,4095:2,8192:4096,4194240:128,{}:1", SECTORS - 1)
+    format!("0:128,128:64,2051:9,2060:5,4095:2,8192:4096,4194240:128,{}:1", SECTORS - 1)
 }
 
 /// SEsparse runs in 4 KiB grains for a disk of `sectors`: data, zero and
@@ -72,11 +74,11 @@ fn cowd_runs() -> String {
 /// full table of zero grains, data across 2 GiB, the last (partial) grain.
 fn sesparse_runs(sectors: u64) -> String {
     let last = sectors.div_ceil(8) - 1;
-    format!("0:16:D,16:4:Z,20:4:U,24:1:D,4000:200:D,8192:4096:Z,524280:16:D,{last}:1:D")
+    format!("0:16:D,16:4:Z,20:4:U,24:1:D,25:3:D,28:5:D,4000:200:D,8192:4096:Z,524280:16:D,{last}:1:D")
 }
 
 fn cowd_fixture() -> PathBuf {
-    fixture("vmdk-cowd-v1", |d| {
+    fixture("vmdk-cowd-v2", |d| {
         let delta = d.join("disk-delta.vmdk");
         generator("mk_cowd.py", &[
             s(delta.display()), s("--sectors"), s(SECTORS), s("--grain"), s(1), s("--runs"), cowd_runs(),
@@ -90,18 +92,18 @@ fn cowd_fixture() -> PathBuf {
 const ODD_SECTORS: u64 = SECTORS + 5;
 
 fn cowd_big_grain_fixture() -> PathBuf {
-    fixture("vmdk-cowd-grain10-v1", |d| {
+    fixture("vmdk-cowd-grain10-v2", |d| {
         let last = ODD_SECTORS.div_ceil(10) - 1;
         generator("mk_cowd.py", &[
             s(d.join("disk-delta.vmdk").display()), s("--sectors"), s(ODD_SECTORS), s("--grain"), s(10), s("--runs"),
-            format!("0:4,300:10,4095:2,{}:3,{last}:1", 2 * GIB / 5120 - 1), s("--seed"), s(12),
+            format!("0:4,4:2,300:10,4095:2,{}:3,{last}:1", 2 * GIB / 5120 - 1), s("--seed"), s(12),
             s("--descriptor"), s(d.join("disk.vmdk").display()),
         ]);
     })
 }
 
 fn cowd_parent_fixture() -> PathBuf {
-    fixture("vmdk-cowd-parent-v1", |d| {
+    fixture("vmdk-cowd-parent-v2", |d| {
         let cid = make_base(d);
         generator("mk_cowd.py", &[
             s(d.join("disk-delta.vmdk").display()), s("--sectors"), s(SECTORS), s("--runs"), cowd_runs(),
@@ -112,7 +114,7 @@ fn cowd_parent_fixture() -> PathBuf {
 }
 
 fn sesparse_fixture() -> PathBuf {
-    fixture("vmdk-sesparse-v1", |d| {
+    fixture("vmdk-sesparse-v2", |d| {
         generator("mk_sesparse.py", &[
             s(d.join("disk-sesparse.vmdk").display()), s("--sectors"), s(ODD_SECTORS), s("--runs"),
             sesparse_runs(ODD_SECTORS), s("--first-grain-index"), s(4090), s("--seed"), s(21),
@@ -122,7 +124,7 @@ fn sesparse_fixture() -> PathBuf {
 }
 
 fn sesparse_parent_fixture() -> PathBuf {
-    fixture("vmdk-sesparse-parent-v1", |d| {
+    fixture("vmdk-sesparse-parent-v2", |d| {
         let cid = make_base(d);
         generator("mk_sesparse.py", &[
             s(d.join("disk-sesparse.vmdk").display()), s("--sectors"), s(SECTORS), s("--runs"), sesparse_runs(SECTORS),
@@ -322,19 +324,19 @@ fn sesparse_real_esxi_sample() {
 // structure and its offset, quickly and without a panic.
 
 fn small_cowd() -> PathBuf {
-    fixture("vmdk-cowd-small-v1", |d| {
+    fixture("vmdk-cowd-small-v2", |d| {
         generator("mk_cowd.py", &[
-            s(d.join("small-delta.vmdk").display()), s("--sectors"), s(204800), s("--runs"), s("0:8,5000:3,204799:1"),
+            s(d.join("small-delta.vmdk").display()), s("--sectors"), s(204800), s("--runs"), s("0:8,8:4,5000:3,204799:1"),
             s("--descriptor"), s(d.join("small.vmdk").display()),
         ]);
     })
 }
 
 fn small_sesparse() -> PathBuf {
-    fixture("vmdk-sesparse-small-v1", |d| {
+    fixture("vmdk-sesparse-small-v2", |d| {
         generator("mk_sesparse.py", &[
             s(d.join("small-sesparse.vmdk").display()), s("--sectors"), s(131072), s("--runs"),
-            s("0:4:D,10:2:Z,4100:3:D,16383:1:D"), s("--descriptor"), s(d.join("small.vmdk").display()),
+            s("0:4:D,4:2:D,10:2:Z,4100:3:D,16383:1:D"), s("--descriptor"), s(d.join("small.vmdk").display()),
         ]);
     })
 }

@@ -250,7 +250,7 @@ mod tests {
         }
         for &(g, fill) in grains {
             let sector = (f.len() / 512) as u32;
-            f.extend(std::iter::repeat(fill).take(grain as usize * 512));
+            f.extend(std::iter::repeat_n(fill, grain as usize * 512));
             let (t, i) = (g / 4096, g % 4096);
             let at = ((gt_start + t * 32) * 512 + i * 4) as usize;
             f[at..at + 4].copy_from_slice(&sector.to_le_bytes());

@@ -35,7 +35,8 @@ fn build(sectors: u64, entries: &[(u64, u64)]) -> Vec<u8> {
         let (t, i) = (g / 4096, g % 4096);
         let slot = tables.min(3) - 1 - t;
         put(&mut f, (GT_SECTOR + slot * 64) * 512 + i * 8, entry);
-        if entry >> 60 == 3 {
+        // Indexes far out are there to be refused: no data for them.
+        if entry >> 60 == 3 && entry & 0x0000_ffff_ffff_ffff < 16 {
             let index = ((entry & 0x0fff_0000_0000_0000) >> 48) | ((entry & 0x0000_ffff_ffff_ffff) << 12);
             let at = ((GRAINS_SECTOR + index * 8) * 512) as usize;
             if f.len() < at + 4096 {
