@@ -111,7 +111,7 @@ impl Tables {
             return Err(file.corrupt(
                 "L1 table",
                 l1_offset,
-                format!("{l1_size} entries ({l1_bytes} bytes) run past the end of the file ({} bytes)", file.size()),
+                format!("{l1_size} entries ({l1_bytes} bytes) reach beyond the end of the file ({} bytes)", file.size()),
             ));
         }
 
