@@ -265,9 +265,11 @@ impl Header {
                 "qemu marked this image corrupt (incompatible feature bit 1): its metadata may map guest data to the wrong place; check and repair a copy with qemu-img check -r",
             ));
         }
-        if self.incompatible & INCOMPAT_EXTERNAL_DATA != 0 || ext.external_data.is_some() {
-            let off = ext.external_data.unwrap_or(72);
-            return Err(file.unsupported("qcow2 header", off, "guest data is in an external data file"));
+        if let Some(off) = ext.external_data {
+            return Err(file.unsupported("external data file name header extension", off, "guest data is in an external data file"));
+        }
+        if self.incompatible & INCOMPAT_EXTERNAL_DATA != 0 {
+            return Err(file.unsupported("qcow2 header", 72, "guest data is in an external data file (incompatible feature bit 2)"));
         }
         if let Some(off) = ext.encryption {
             return Err(file.unsupported("encryption header extension", off, "encrypted image"));

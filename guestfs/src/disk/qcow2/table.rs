@@ -249,7 +249,9 @@ impl Tables {
             return Err(corrupt(format!("data cluster at host offset 0 (the header) in {entry:#018x}")));
         }
         if host >= file_size {
-            return Err(corrupt(format!("data cluster at offset {host} lies beyond the end of the file ({file_size} bytes)")));
+            return Err(corrupt(format!(
+                "data cluster at offset {host} lies beyond the end of the file ({file_size} bytes): the image is truncated or the entry is corrupt"
+            )));
         }
         if !self.extended_l2 {
             return Ok(located(if host == 0 { Cluster::Unallocated } else { Cluster::Standard { host } }));
