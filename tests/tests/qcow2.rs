@@ -146,6 +146,20 @@ fn unaligned_virtual_size_matches_qemu() {
     assert_matches_qemu(&img, &[&dir]);
 }
 
+#[test]
+fn internal_snapshot_reads_the_active_state() {
+    let dir = qcow2_fixture("qcow2-snapshot-v1", |d| {
+        let img = d.join("snap.qcow2");
+        create(&img, SIZE, &[]);
+        qemu_io_write(&img, "qcow2", &[pattern(0, 2 * MIB, 0xa1), pattern(2 * GIB, MIB, 0xa2)]);
+        run(Command::new("qemu-img").args(["snapshot", "-c", "before"]).arg(&img));
+        qemu_io_write(&img, "qcow2", &[pattern(MIB, 64 * KIB, 0xb1), GuestWrite { offset: 2 * GIB, len: 64 * KIB, fill: Fill::Zeroes }]);
+    });
+    let img = dir.join("snap.qcow2");
+    assert_matches_qemu(&img, &[&dir]);
+    assert_bytes(&img, &[(0, MIB as usize, 0xa1), (MIB, 64 * KIB as usize, 0xb1), (2 * GIB, 64 * KIB as usize, 0), (2 * GIB + 64 * KIB, 64 * KIB as usize, 0xa2)]);
+}
+
 /// Content that compresses: qemu stores incompressible clusters uncompressed.
 fn compressible_writes() -> Vec<GuestWrite> {
     let mut w = standard_writes(SIZE);
@@ -154,12 +168,23 @@ fn compressible_writes() -> Vec<GuestWrite> {
     w
 }
 
+/// Random nibbles: compresses to about half, so compressed clusters span
+/// many sectors (pattern clusters fit in one).
+fn half_compressible(d: &Path) -> PathBuf {
+    let f = d.join("half.bin");
+    std::fs::write(&f, pseudo_random(11, MIB as usize).iter().map(|b| b & 0x0f).collect::<Vec<u8>>()).unwrap();
+    f
+}
+
 fn converted_fixture(name: &str, opts: &[&str]) -> PathBuf {
     let file = format!("{name}.qcow2");
     let dir = qcow2_fixture(name, |d| {
         let src = d.join("src.qcow2");
         create(&src, SIZE, &[]);
         qemu_io_write(&src, "qcow2", &compressible_writes());
+        let half = half_compressible(d);
+        qemu_io(&src, &[format!("write -q -s {} 32M 1M", half.display())]);
+        std::fs::remove_file(&half).unwrap();
         let img = d.join(&file);
         run(Command::new("qemu-img").args(["convert", "-c", "-O", "qcow2"]).args(opts).arg(&src).arg(&img));
         std::fs::remove_file(&src).unwrap();
@@ -169,7 +194,7 @@ fn converted_fixture(name: &str, opts: &[&str]) -> PathBuf {
 
 #[test]
 fn compressed_deflate_convert_matches_qemu() {
-    let img = converted_fixture("qcow2-deflate-v2", &[]);
+    let img = converted_fixture("qcow2-deflate-v3", &[]);
     assert!(first_compressed_entry(&img).is_some(), "fixture has no compressed cluster");
     assert_matches_qemu(&img, &[img.parent().unwrap()]);
     assert_bytes(&img, &[(64 * MIB, 4 * MIB as usize, 0x3c), (2 * GIB - 128 * KIB, 256 * KIB as usize, 0x5d)]);
@@ -177,7 +202,7 @@ fn compressed_deflate_convert_matches_qemu() {
 
 #[test]
 fn compressed_zstd_convert_matches_qemu() {
-    let img = converted_fixture("qcow2-zstd-v2", &["-o", "compression_type=zstd"]);
+    let img = converted_fixture("qcow2-zstd-v3", &["-o", "compression_type=zstd"]);
     assert!(first_compressed_entry(&img).is_some(), "fixture has no compressed cluster");
     assert_matches_qemu(&img, &[img.parent().unwrap()]);
     assert_eq!(variant(&img), "v3 (zstd)");
@@ -190,9 +215,11 @@ fn compressed_writes_fixture(name: &str, opts: &[&str]) -> PathBuf {
         create(&img, SIZE, opts);
         let rnd = d.join("random.bin");
         std::fs::write(&rnd, pseudo_random(7, 256 * 1024)).unwrap();
+        let half = half_compressible(d);
         qemu_io(
             &img,
             &[
+                format!("write -c -s {} 32M 1M", half.display()),
                 "write -c -P 0x41 0 128k".into(),
                 // Incompressible: qemu stores it as a normal cluster.
                 format!("write -c -s {} 1M 256k", rnd.display()),
@@ -203,13 +230,14 @@ fn compressed_writes_fixture(name: &str, opts: &[&str]) -> PathBuf {
             ],
         );
         std::fs::remove_file(&rnd).unwrap();
+        std::fs::remove_file(&half).unwrap();
     });
     dir.join(file)
 }
 
 #[test]
 fn compressed_writes_deflate_match_qemu() {
-    let img = compressed_writes_fixture("qcow2-writec-v2", &[]);
+    let img = compressed_writes_fixture("qcow2-writec-v3", &[]);
     assert!(first_compressed_entry(&img).is_some());
     assert_matches_qemu(&img, &[img.parent().unwrap()]);
     assert_bytes(&img, &[(0, 32 * 1024, 0x41), (32 * 1024, 4096, 0x44), (2 * GIB - 64 * KIB, 128 * KIB as usize, 0x42)]);
@@ -217,7 +245,7 @@ fn compressed_writes_deflate_match_qemu() {
 
 #[test]
 fn compressed_writes_zstd_match_qemu() {
-    let img = compressed_writes_fixture("qcow2-writec-zstd-v2", &["-o", "compression_type=zstd"]);
+    let img = compressed_writes_fixture("qcow2-writec-zstd-v3", &["-o", "compression_type=zstd"]);
     assert!(first_compressed_entry(&img).is_some());
     assert_matches_qemu(&img, &[img.parent().unwrap()]);
     assert_bytes(&img, &[(2150336 * KIB, 64 * KIB as usize, 0x43)]);
@@ -400,9 +428,16 @@ fn first_compressed_entry(img: &Path) -> Option<(u64, u64)> {
     None
 }
 
+/// `assert_clean_error`, with the binary built first: the harness starts
+/// its 1 s clock before `vbproxy_bin()` builds the binary on first use.
+fn clean_error(args: &[&str], code: i32, needles: &[&str]) -> String {
+    vbproxy_bin();
+    assert_clean_error(args, code, needles)
+}
+
 fn run_export_fails(img: &Path, needles: &[&str]) {
     let out = img.with_file_name("out.raw");
-    assert_clean_error(&["export", "--format", "raw-sparse", s(img), "-o", s(&out)], 1, needles);
+    clean_error(&["export", "--format", "raw-sparse", s(img), "-o", s(&out)], 1, needles);
     assert!(!out.exists(), "a failed export left {}", out.display());
 }
 
@@ -410,7 +445,7 @@ fn run_export_fails(img: &Path, needles: &[&str]) {
 fn missing_backing_file_is_refused() {
     let dir = chain_fixture();
     let img = damaged_copy(&dir.join("d1.qcow2"), "missing-backing");
-    assert_clean_error(&["inspect", s(&img)], 3, &["damaged-", "base.qcow2", "not found"]);
+    clean_error(&["inspect", s(&img)], 3, &["damaged-", "base.qcow2", "not found"]);
 }
 
 #[test]
@@ -420,7 +455,7 @@ fn backing_loop_is_refused() {
     create(&a, 64 * MIB, &[]);
     create(&b, 64 * MIB, &["-b", "a.qcow2", "-F", "qcow2"]);
     run(Command::new("qemu-img").args(["rebase", "-u", "-b", "b.qcow2", "-F", "qcow2"]).arg(&a));
-    assert_clean_error(&["inspect", s(&b)], 3, &["loops", "a.qcow2", "b.qcow2"]);
+    clean_error(&["inspect", s(&b)], 3, &["loops", "a.qcow2", "b.qcow2"]);
 }
 
 #[test]
@@ -428,7 +463,7 @@ fn truncated_image_is_an_error() {
     let img = damaged_copy(&standard_fixture("qcow2-v3-v2", &[]), "truncated");
     let len = std::fs::metadata(&img).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(len - 64 * KIB).unwrap();
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", "beyond the end of the file"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", "beyond the end of the file"]);
     run_export_fails(&img, &["damaged-", "beyond the end of the file"]);
 }
 
@@ -438,7 +473,7 @@ fn l1_entry_past_end_of_file_is_an_error() {
     let l1 = be64(&img, 40);
     patch(&img, l1, &(1u64 << 63 | 1 << 40).to_be_bytes());
     let needle = format!("offset {l1}");
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", "L1 table entry 0", &needle, "beyond the end of the file"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", "L1 table entry 0", &needle, "beyond the end of the file"]);
     run_export_fails(&img, &["damaged-", "L1 table entry 0"]);
 }
 
@@ -450,7 +485,7 @@ fn l2_entry_past_end_of_file_is_an_error() {
     assert_ne!(be64(&img, l2), 0);
     patch(&img, l2, &(1u64 << 63 | 1 << 40).to_be_bytes());
     let table = format!("L2 table at offset {l2} entry 0");
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", &table, "beyond the end of the file"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", &table, "beyond the end of the file"]);
     run_export_fails(&img, &["damaged-", &table, "beyond the end of the file"]);
 }
 
@@ -458,32 +493,32 @@ fn l2_entry_past_end_of_file_is_an_error() {
 fn huge_virtual_size_is_refused() {
     let img = damaged_copy(&standard_fixture("qcow2-v3-v2", &[]), "size-2-60");
     patch(&img, 24, &(1u64 << 60).to_be_bytes());
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", "qcow2 header", "offset 24", "virtual size"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", "qcow2 header", "offset 24", "virtual size"]);
 }
 
 #[test]
 fn huge_l1_size_is_an_error() {
     let img = damaged_copy(&standard_fixture("qcow2-v3-v2", &[]), "l1-size");
     patch(&img, 36, &0x7fff_ffffu32.to_be_bytes());
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", "l1_size"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", "l1_size"]);
     patch(&img, 36, &4_000_000u32.to_be_bytes()); // 32 MB table: under qemu's cap, past the file
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", "L1 table", "beyond the end of the file"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", "L1 table", "beyond the end of the file"]);
 }
 
 #[test]
 fn cluster_bits_out_of_range_is_refused() {
     let img = damaged_copy(&standard_fixture("qcow2-v3-v2", &[]), "cluster-bits");
     patch(&img, 20, &30u32.to_be_bytes());
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", "cluster_bits 30", "offset 20"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", "cluster_bits 30", "offset 20"]);
     patch(&img, 20, &8u32.to_be_bytes());
-    assert_clean_error(&["inspect", s(&img)], 1, &["damaged-", "cluster_bits 8"]);
+    clean_error(&["inspect", s(&img)], 1, &["damaged-", "cluster_bits 8"]);
 }
 
 #[test]
 fn corrupt_compressed_cluster_is_an_error() {
     for (fixture_img, test) in [
-        (converted_fixture("qcow2-deflate-v2", &[]), "bad-deflate"),
-        (converted_fixture("qcow2-zstd-v2", &["-o", "compression_type=zstd"]), "bad-zstd"),
+        (converted_fixture("qcow2-deflate-v3", &[]), "bad-deflate"),
+        (converted_fixture("qcow2-zstd-v3", &["-o", "compression_type=zstd"]), "bad-zstd"),
     ] {
         let img = damaged_copy(&fixture_img, test);
         let (at, entry) = first_compressed_entry(&img).unwrap();
@@ -506,7 +541,7 @@ fn encrypted_image_is_refused() {
         .args(["-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"])
         .arg(&img)
         .arg("64M"));
-    assert_clean_error(&["inspect", s(&img)], 1, &["enc.qcow2", "encrypted", "LUKS"]);
+    clean_error(&["inspect", s(&img)], 1, &["enc.qcow2", "encrypted", "LUKS"]);
 }
 
 #[test]
@@ -515,5 +550,5 @@ fn external_data_file_is_refused() {
     let img = dir.join("ext.qcow2");
     create(&img, 64 * MIB, &["-o", "data_file=ext.raw"]);
     qemu_io_write(&img, "qcow2", &[pattern(0, MIB, 0x5e)]);
-    assert_clean_error(&["inspect", s(&img)], 1, &["ext.qcow2", "external data file"]);
+    clean_error(&["inspect", s(&img)], 1, &["ext.qcow2", "external data file"]);
 }
