@@ -402,7 +402,7 @@ fn damaged_copy(src: &Path, test: &str) -> PathBuf {
     dst
 }
 
-/// (L2 table offset, file offset of the first L2 entry of that table).
+/// Offset of the L2 table that L1 entry 0 points to.
 fn first_l2_table(img: &Path) -> u64 {
     let l1 = be64(img, 40);
     be64(img, l1) & 0x00ff_ffff_ffff_fe00
