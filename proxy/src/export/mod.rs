@@ -169,6 +169,9 @@ pub fn run(src: &Path, args: &ExportArgs) -> Result<()> {
         format!("--below {}: the chain of {} has only {} layers", args.below, src.display(), full.layers().len())
     })?;
     let to_stdout = args.output == Path::new("-");
+    if !to_stdout {
+        refuse_output_over_source(&full, &args.output)?;
+    }
     if to_stdout && !args.format.can_stream() {
         bail!("--format {:?} cannot be written to standard output (raw and vmdk-stream can)", args.format);
     }
@@ -214,6 +217,30 @@ pub fn run(src: &Path, args: &ExportArgs) -> Result<()> {
             write_manifest(&mut outputs, src, &disk, args, &content)?;
         }
         outputs.commit()?;
+    }
+    Ok(())
+}
+
+/// Nothing ever writes to a source: an output (or its partial file or
+/// manifest) that is one of the chain's files is refused.
+fn refuse_output_over_source(disk: &Disk, output: &Path) -> Result<()> {
+    let canon = |p: &Path| -> Option<PathBuf> {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+    };
+    let mut outs = vec![output.to_owned(), output::partial_path(output), manifest_path(output)];
+    let flat = output.with_file_name(vmdk::flat_extent_name(output));
+    outs.push(output::partial_path(&flat));
+    outs.push(flat);
+    let outs: Vec<PathBuf> = outs.iter().filter_map(|p| canon(p)).collect();
+    for layer in disk.layers() {
+        for f in layer.files() {
+            if let Some(src) = canon(&f) {
+                if outs.contains(&src) {
+                    bail!("{}: is a source file of this disk; refusing to write to it", output.display());
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -20,11 +20,10 @@ pub fn partial_path(path: &Path) -> PathBuf {
 }
 
 impl OutputSet {
-    /// Creates `path.partial` (refusing to replace an existing final file).
+    /// Creates `path.partial`. An existing file at `path` is replaced only
+    /// when the export completes (atomic rename), so until then the previous
+    /// export stays intact. The caller has checked `path` is not a source.
     pub fn create(&mut self, path: &Path) -> Result<File> {
-        if path.exists() {
-            anyhow::bail!("{}: already exists; refusing to overwrite", path.display());
-        }
         let partial = partial_path(path);
         let f = File::options()
             .write(true)
