@@ -17,8 +17,8 @@
 //! other reparse tag.
 //!
 //! Metadata mapping (matches `ntfs-3g -o ro` without the `permissions`
-//! option, mounted by root): uid 0, gid 0, mode 0777 for everything,
-//! except that files with the READONLY attribute lose the write bits (0555).
+//! option, mounted by root): uid 0, gid 0, mode 0777 for everything (the
+//! READONLY attribute too: ntfs-3g ignores it).
 //! mtime/atime/btime from $STANDARD_INFORMATION, ctime = its MFT-change
 //! time. nlink = number of names other than DOS 8.3 aliases. Directory
 //! entries for MFT records below 16 (the metafiles) are hidden, as ntfs-3g
@@ -465,10 +465,9 @@ impl Ntfs {
             FileKind::File => node.main_stream().map_or(0, |s| s.size()),
             _ => 0,
         };
-        let mut mode = 0o777;
-        if kind == FileKind::File && node.std_info.attributes & node::FILE_ATTR_READONLY != 0 {
-            mode &= !0o222;
-        }
+        // As ntfs-3g shows it without the `permissions` option; it ignores
+        // the READONLY attribute too.
+        let mode = 0o777;
         let si = &node.std_info;
         Ok(Stat {
             id,

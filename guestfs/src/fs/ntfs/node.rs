@@ -7,7 +7,6 @@ use crate::fs::Timestamp;
 use crate::le::{u16le, u32le, u64le};
 
 /// Windows file attribute bits ($STANDARD_INFORMATION / $FILE_NAME).
-pub const FILE_ATTR_READONLY: u32 = 0x0001;
 pub const FILE_ATTR_SYSTEM: u32 = 0x0004;
 pub const FILE_ATTR_REPARSE_POINT: u32 = 0x0400;
 pub const FILE_ATTR_ENCRYPTED: u32 = 0x4000;
