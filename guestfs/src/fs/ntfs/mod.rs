@@ -132,7 +132,7 @@ impl Ntfs {
     fn record_offset(&self, n: u64) -> Result<u64> {
         let rs = self.boot.mft_record_size;
         let cs = self.boot.cluster_size;
-        let byte = n.checked_mul(rs).filter(|b| b + rs <= self.mft_size).ok_or_else(|| {
+        let byte = n.checked_mul(rs).filter(|b| b.checked_add(rs).is_some_and(|e| e <= self.mft_size)).ok_or_else(|| {
             self.file.corrupt(&format!("MFT record {n}"), 0, format!("record number beyond the MFT ({} bytes)", self.mft_size))
         })?;
         let vcn = byte / cs;
@@ -141,10 +141,17 @@ impl Ntfs {
             .ok_or_else(|| self.file.corrupt(&format!("MFT record {n}"), 0, "the MFT has no cluster for this record"))?;
         // Records are never split across runs when record size <= cluster
         // size; for larger records, check the record is contiguous.
-        let off = (run.0 + (vcn - run.1)) * cs + byte % cs;
+        let off = run
+            .0
+            .checked_add(vcn - run.1)
+            .and_then(|c| c.checked_mul(cs))
+            .and_then(|o| o.checked_add(byte % cs))
+            .ok_or_else(|| self.file.corrupt(&format!("MFT record {n}"), 0, "MFT cluster number overflows"))?;
         if rs > cs {
             let last = find_run(&self.mft_runs, (byte + rs - 1) / cs);
-            let contiguous = last.and_then(|r| r.lcn.map(|l| (l + ((byte + rs - 1) / cs - r.vcn)) * cs + (byte + rs - 1) % cs));
+            let contiguous = last.and_then(|r| {
+                r.lcn.and_then(|l| l.checked_add((byte + rs - 1) / cs - r.vcn)?.checked_mul(cs)?.checked_add((byte + rs - 1) % cs))
+            });
             if contiguous != Some(off + rs - 1) {
                 return Err(self.file.unsupported(&format!("MFT record {n}"), off, "record split across MFT fragments"));
             }
@@ -236,7 +243,7 @@ impl Ntfs {
                     let run = find_run(runs, vcn).ok_or_else(|| {
                         self.file.corrupt(&format!("data runs of MFT record {record}"), s.offset, format!("no run maps cluster {vcn}"))
                     })?;
-                    let run_end = (run.vcn + run.len) * cs;
+                    let run_end = run.vcn.saturating_add(run.len).saturating_mul(cs);
                     let n = (run_end.min(*initialized_size) - pos).min(rest.len() as u64) as usize;
                     match run.lcn {
                         None => rest[..n].fill(0),
@@ -292,14 +299,15 @@ impl Ntfs {
         let mut seen_hole = false;
         while vcn < first_vcn + k {
             let run = find_run(runs, vcn).ok_or_else(|| self.file.corrupt(&what, s.offset, format!("no run maps cluster {vcn}")))?;
-            let n = (run.vcn + run.len).min(first_vcn + k) - vcn;
+            let n = run.vcn.saturating_add(run.len).min(first_vcn + k) - vcn;
             match run.lcn {
                 None => seen_hole = true,
                 Some(lcn) => {
                     if seen_hole {
                         return Err(self.file.corrupt(&what, s.offset, "allocated clusters after the sparse tail of a compression unit"));
                     }
-                    let at = (lcn + (vcn - run.vcn)) * cs;
+                    let at = lcn.checked_add(vcn - run.vcn).and_then(|c| c.checked_mul(cs));
+                    let at = at.ok_or_else(|| self.file.corrupt(&what, s.offset, "cluster number overflows"))?;
                     let mut part = self.file.read_vec(&what, at, n * cs)?;
                     raw.append(&mut part);
                     allocated += n;
@@ -531,7 +539,7 @@ fn attr_as_stream(a: &record::Attribute) -> std::result::Result<Stream, (u64, St
 }
 
 fn find_run(runs: &[Run], vcn: u64) -> Option<&Run> {
-    let i = runs.partition_point(|r| r.vcn + r.len <= vcn);
+    let i = runs.partition_point(|r| r.vcn.saturating_add(r.len) <= vcn);
     runs.get(i).filter(|r| r.vcn <= vcn)
 }
 
@@ -584,6 +592,13 @@ impl Filesystem for Ntfs {
 
     fn read_dir(&self, id: FileId) -> Result<Vec<DirEntry>> {
         self.dirs.get_or_load(id, || self.list_dir(id)).map(|v| (*v).clone()).map_err(|e| self.at(id, e))
+    }
+
+    fn lookup(&self, dir: FileId, name: &[u8]) -> Result<Option<FileId>> {
+        // Searches the cached listing without copying it (the default
+        // clones the whole directory per lookup).
+        let entries = self.dirs.get_or_load(dir, || self.list_dir(dir)).map_err(|e| self.at(dir, e))?;
+        Ok(entries.iter().find(|e| e.name == name).map(|e| e.id))
     }
 
     fn read(&self, id: FileId, offset: u64, buf: &mut [u8]) -> Result<usize> {
@@ -646,8 +661,8 @@ impl Filesystem for Ntfs {
             let gran = if *compression_unit > 0 { cs << compression_unit } else { cs };
             let mut out: Vec<(u64, u64)> = Vec::new();
             for r in runs.iter().filter(|r| r.lcn.is_some()) {
-                let start = (r.vcn * cs) / gran * gran;
-                let end = ((r.vcn + r.len) * cs).div_ceil(gran) * gran;
+                let start = r.vcn.saturating_mul(cs) / gran * gran;
+                let end = r.vcn.saturating_add(r.len).saturating_mul(cs).div_ceil(gran).saturating_mul(gran);
                 let end = end.min(*initialized_size).min(size);
                 if start >= end {
                     continue;
