@@ -25,6 +25,11 @@ struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Read an ESX delta extent (COWD, SEsparse) given without its
+    /// descriptor as if it had no parent. Without this such a file is
+    /// refused, since ranges it does not hold would read as zeros.
+    #[arg(long, global = true)]
+    no_parent: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    source::set_no_parent(cli.no_parent);
     let result = match cli.command {
         Command::Inspect { json, sources } => inspect::run(&sources, json),
         Command::Map { json, source } => map::run(&source, json),

@@ -580,11 +580,9 @@ fn sesparse_truncated_grains() {
 // ---------------------------------------------------------------------
 // END-TO-END through `vbproxy` with descriptors. These need the VMDK
 // descriptor layer (vmdk/mod.rs, another branch) to open VMFSSPARSE and
-// SESPARSE extents; they are ignored until it is merged. Run them with
-// `cargo test -p vbproxy-e2e --test vmdk_esx_deltas -- --ignored`.
+// SESPARSE extents.
 
 #[test]
-#[ignore = "needs the VMDK descriptor layer"]
 fn e2e_cowd_matches_qemu() {
     let dir = cowd_fixture();
     assert_matches_qemu(&dir.join("disk.vmdk"), &[&dir]);
@@ -593,14 +591,12 @@ fn e2e_cowd_matches_qemu() {
 }
 
 #[test]
-#[ignore = "needs the VMDK descriptor layer"]
 fn e2e_cowd_over_parent_matches_qemu() {
     let dir = cowd_parent_fixture();
     assert_matches_qemu(&dir.join("disk.vmdk"), &[&dir]);
 }
 
 #[test]
-#[ignore = "needs the VMDK descriptor layer"]
 fn e2e_sesparse_matches_qemu() {
     let dir = sesparse_fixture();
     assert_matches_qemu(&dir.join("disk.vmdk"), &[&dir]);
@@ -612,7 +608,6 @@ fn e2e_sesparse_matches_qemu() {
 }
 
 #[test]
-#[ignore = "needs the VMDK descriptor layer"]
 fn e2e_damaged_deltas_fail_cleanly() {
     // Damage found on open: a grain directory entry past the end of the file.
     let src = small_cowd();
@@ -637,4 +632,21 @@ fn e2e_damaged_deltas_fail_cleanly() {
     let (code, err) = vbproxy_fails(&["export", "--format", "raw-sparse", desc.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("small-sesparse.vmdk") && err.contains("grain table 1 entry 5"), "{err}");
+}
+
+#[test]
+fn e2e_lone_esxi_sesparse_is_refused_without_no_parent_and_reads_with_it() {
+    let Some(dir) = real_sesparse() else { return };
+    let guard = SourceGuard::new(&[&dir]);
+    let extent = dir.join("esxi-sesparse.vmdk");
+    // Alone, its parent is unknown: refused for safety, with the way out.
+    assert_clean_error(&["inspect", extent.to_str().unwrap()], 3, &["esxi-sesparse.vmdk", "without its descriptor", "--no-parent"]);
+    // Read alone on purpose: the first 16 MiB are all 'a' (0x61).
+    let out = scratch("e2e-lone-sesparse").join("out.raw");
+    vbproxy_ok(&["--no-parent", "export", "-q", "--format", "raw-sparse", extent.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len() as u64, 512 * MIB);
+    assert!(bytes[..16 * MIB as usize].iter().all(|&b| b == 0x61), "first 16 MiB are not all 'a'");
+    assert!(bytes[16 * MIB as usize..].iter().all(|&b| b == 0), "the rest is not zeros");
+    guard.check();
 }

@@ -14,11 +14,15 @@ use std::sync::Arc;
 pub struct OpenOptions {
     /// Longest chain accepted.
     pub max_depth: usize,
+    /// Read a delta whose parent is unknown (an ESX delta extent opened
+    /// without its descriptor) as if it had no parent. Off by default:
+    /// ranges the delta does not hold would read as zeros.
+    pub allow_unknown_parent: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { max_depth: MAX_CHAIN_DEPTH }
+        OpenOptions { max_depth: MAX_CHAIN_DEPTH, allow_unknown_parent: false }
     }
 }
 
@@ -185,6 +189,10 @@ pub fn open_disk(ns: &dyn Namespace, path: &Path, opts: &OpenOptions) -> Result<
         let link = layer.parent().cloned();
         layers.push(layer);
         let Some(link) = link else { break };
+        if link.candidates.is_empty() && opts.allow_unknown_parent {
+            tracing::warn!("{}: read without its parent ({})", layers.last().map(|l| l.path().display().to_string()).unwrap_or_default(), link.hint);
+            break;
+        }
         let child = layers.last().map(|l| l.path().to_owned()).unwrap_or_default();
         let Some(found) = link.candidates.iter().find(|c| ns.exists(c)) else {
             let tried = link.candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ");

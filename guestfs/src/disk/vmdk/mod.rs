@@ -53,13 +53,23 @@ fn kind_of(file: &ImageFile) -> Result<FileKind> {
 /// Opens a VMDK file of any kind as one layer.
 pub fn open(ns: &dyn Namespace, file: ImageFile) -> Result<Box<dyn Layer>> {
     let path = file.path.clone();
-    let single = |variant: &str, e: Box<dyn Extent>| -> Result<Box<dyn Layer>> {
-        Ok(Box::new(VmdkLayer::new(path.clone(), variant.into(), vec![e], None, None)?))
+    // ESX delta extents (COWD, SEsparse) name no parent themselves: the
+    // descriptor does. Opened alone, the parent is unknown, and reading
+    // the delta as if it had none would give zeros where the parent has
+    // data: the chain refuses such a link unless told to read it alone.
+    let lone_delta = |variant: &str, e: Box<dyn Extent>| -> Result<Box<dyn Layer>> {
+        let link = ParentLink {
+            candidates: Vec::new(),
+            hint: format!("unknown: a {variant} opened without its descriptor; open the .vmdk descriptor, or pass --no-parent to read this extent alone"),
+            expect: None,
+            format: None,
+        };
+        Ok(Box::new(VmdkLayer::new(path.clone(), variant.into(), vec![e], None, Some(link))?))
     };
     match kind_of(&file)? {
         FileKind::HostedSparse => open_hosted_sparse(file),
-        FileKind::Cowd => single("vmfsSparse extent", Box::new(CowdExtent::open(file)?)),
-        FileKind::SeSparse => single("seSparse extent", Box::new(SeSparseExtent::open(file)?)),
+        FileKind::Cowd => lone_delta("vmfsSparse delta extent", Box::new(CowdExtent::open(file)?)),
+        FileKind::SeSparse => lone_delta("seSparse delta extent", Box::new(SeSparseExtent::open(file)?)),
         FileKind::Text => open_descriptor_file(ns, file),
     }
 }
