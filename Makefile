@@ -11,10 +11,13 @@ DEMO_DIR := target/demo
 FUZZ_TARGETS := detect vmdk_sparse vmdk_descriptor vmdk_cowd vmdk_sesparse vhd vhdx qcow2
 FUZZ_SECONDS ?= 60
 
-# Debian packages the tests use as real tools and oracles. Commands are
-# checked first so a machine that has them all does no apt work at all.
-APT_PACKAGES := qemu-utils time python3 libvhdi-utils fuse3
-APT_COMMANDS := qemu-img qemu-io /usr/bin/time python3 vhdiinfo fusermount3
+# Debian packages the tests use as real tools and oracles: qemu-img/qemu-io
+# (disk formats), libvhdi (VHD/VHDX differencing oracle), gdb (a VHDX with a
+# dirty log), partitioning and LVM tools, filesystem makers and readers
+# (e2fsprogs, dosfstools, mtools, ntfs-3g, sleuthkit, attr). A package
+# already installed is never touched, so a newer qemu-utils stays.
+APT_PACKAGES := qemu-utils time python3 libvhdi-utils python3-libvhdi fuse3 gdb \
+	fdisk gdisk lvm2 util-linux e2fsprogs dosfstools mtools ntfs-3g attr sleuthkit gzip xxd
 
 .PHONY: all build deps demo test fuzz fuzz-seeds fuzz-tools bench clean-fixtures
 
@@ -24,11 +27,13 @@ build:
 	$(CARGO) build --release --workspace
 
 deps:
-	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing test tools (missing:$$missing)"; \
+	  echo "installing test tools:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
 
