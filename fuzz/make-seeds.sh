@@ -31,11 +31,10 @@ seed vhd "$tmp/dyn.vhd"; seed vhd "$tmp/fixed.vhd"
 qemu-img create -q -f vhdx -o block_size=1M "$tmp/dyn.vhdx" 4M && w vhdx "$tmp/dyn.vhdx"
 seed vhdx "$tmp/dyn.vhdx"
 
-# COWD and SEsparse seeds come from the test generators when present.
-for g in tests/fixtures/mk_cowd.py:vmdk_cowd tests/fixtures/mk_sesparse.py:vmdk_sesparse; do
-  script=${g%%:*}; target=${g##*:}; mkdir -p "$out/$target"
-  if [ -f "$script" ]; then python3 "$script" --seed "$out/$target/seed" >/dev/null 2>&1 || true; fi
-done
+# COWD and SEsparse seeds come from the test generators (qemu cannot make them).
+mkdir -p "$out/vmdk_cowd" "$out/vmdk_sesparse"
+python3 tests/fixtures/mk_cowd.py "$out/vmdk_cowd/small-delta" --sectors 8192 --runs 0:8,8:4,5000:3,8191:1
+python3 tests/fixtures/mk_sesparse.py "$out/vmdk_sesparse/small-sesparse" --sectors 131072 --runs 0:4:D,10:2:Z,4100:3:D,16383:1:D
 
 mkdir -p "$out/detect"; cp "$out"/qcow2/v3.qcow2 "$out"/vmdk_sparse/stream.vmdk "$out"/vhd/dyn.vhd "$out"/vhdx/dyn.vhdx "$out/detect/"
 echo "seed corpora in $out: $(find "$out" -type f | wc -l) files"
