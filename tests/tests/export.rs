@@ -11,6 +11,7 @@ const OUTPUTS: &[(&str, &str, bool)] = &[
     ("raw-sparse", "img", false),
     ("qcow2", "qcow2", true),
     ("vhd", "vhd", false),
+    ("vhdx", "vhdx", true),
     ("vmdk-stream", "vmdk", true),
     ("vmdk-sparse", "vmdk", true),
     ("vmdk-flat", "vmdk", true),

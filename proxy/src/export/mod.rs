@@ -13,6 +13,7 @@ mod progress;
 mod qcow2;
 mod raw;
 mod vhd;
+mod vhdx;
 mod vmdk;
 
 use crate::source;
@@ -43,6 +44,8 @@ pub enum ExportFormat {
     Qcow2,
     /// Dynamic VHD.
     Vhd,
+    /// Dynamic VHDX.
+    Vhdx,
 }
 
 impl ExportFormat {
@@ -57,6 +60,7 @@ impl ExportFormat {
             ExportFormat::VmdkFlat | ExportFormat::VmdkSparse | ExportFormat::VmdkStream => "vmdk",
             ExportFormat::Qcow2 => "qcow2",
             ExportFormat::Vhd => "vpc",
+            ExportFormat::Vhdx => "vhdx",
         }
     }
 }
@@ -187,6 +191,7 @@ pub fn run(src: &Path, args: &ExportArgs) -> Result<()> {
         ExportFormat::RawSparse => Box::new(raw::RawWriter::new(outputs.create(&args.output)?, size, true)?),
         ExportFormat::Qcow2 => Box::new(qcow2::Qcow2Writer::new(outputs.create(&args.output)?, size)?),
         ExportFormat::Vhd => Box::new(vhd::VhdWriter::new(outputs.create(&args.output)?, size)?),
+        ExportFormat::Vhdx => Box::new(vhdx::VhdxWriter::new(outputs.create(&args.output)?, size)?),
         ExportFormat::VmdkStream if to_stdout => {
             Box::new(vmdk::StreamWriter::new(Box::new(std::io::stdout().lock()), size, "disk.vmdk")?)
         }
