@@ -62,7 +62,8 @@ run "$vb" ls -R "$top" /p2/etc || true
 run "$vb" cat "$top" /p2/etc/os-release || true
 
 say "a file-level backup stream (PAX tar), listed by GNU tar"
-"$vb" tar --path /p1 "$top" | tar -tvf - | head -12
+"$vb" tar --path /p1 "$top" > "$dir/p1.tar"
+tar -tvf "$dir/p1.tar" > "$dir/p1.list"; head -12 "$dir/p1.list"; echo "($(wc -l < "$dir/p1.list") entries, $(stat -c %s "$dir/p1.tar") bytes)"
 
 say "restore one file"
 rm -rf "$dir/restore" && mkdir -p "$dir/restore"
