@@ -1,4 +1,5 @@
 //! `vbproxy inspect`: what each disk is.
+use std::io::Write;
 
 use crate::{human_size, source};
 use guestfs::tree::GuestTree;
@@ -67,43 +68,43 @@ pub fn run(sources: &[PathBuf], as_json: bool) -> Result<()> {
         disks[d]["volumes"] = json!(vols);
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "disks": disks, "os": null }))?);
+        writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&json!({ "disks": disks, "os": null }))?)?;
         return Ok(());
     }
     for d in &disks {
-        println!("{}: {}", d["name"].as_str().unwrap_or(""), d["path"].as_str().unwrap_or(""));
+        writeln!(std::io::stdout().lock(), "{}: {}", d["name"].as_str().unwrap_or(""), d["path"].as_str().unwrap_or(""))?;
         let size = d["virtual_size"].as_u64().unwrap_or(0);
-        println!(
+        writeln!(std::io::stdout().lock(), 
             "  format {} ({}), virtual size {} ({size} bytes)",
             d["format"].as_str().unwrap_or(""),
             d["variant"].as_str().unwrap_or(""),
             human_size(size)
-        );
+        )?;
         let chain = d["chain"].as_array().cloned().unwrap_or_default();
-        println!("  chain ({} {}):", chain.len(), if chain.len() == 1 { "layer" } else { "layers" });
+        writeln!(std::io::stdout().lock(), "  chain ({} {}):", chain.len(), if chain.len() == 1 { "layer" } else { "layers" })?;
         for (depth, c) in chain.iter().enumerate() {
-            println!(
+            writeln!(std::io::stdout().lock(), 
                 "    {depth}: {} [{} {}] {} allocated",
                 c["path"].as_str().unwrap_or(""),
                 c["format"].as_str().unwrap_or(""),
                 c["variant"].as_str().unwrap_or(""),
                 human_size(c["allocated"].as_u64().unwrap_or(0))
-            );
+            )?;
         }
         for v in d["volumes"].as_array().cloned().unwrap_or_default() {
             let id = v["id"].as_str().unwrap_or("");
             if let Some(err) = v["error"].as_str() {
-                println!("  volume {id}: ERROR {err}");
+                writeln!(std::io::stdout().lock(), "  volume {id}: ERROR {err}")?;
                 continue;
             }
             let fs = v["filesystem"].as_str().unwrap_or("no known filesystem");
             let label = v["label"].as_str().map(|l| format!(" label {l:?}")).unwrap_or_default();
-            println!(
+            writeln!(std::io::stdout().lock(), 
                 "  volume {id}: {} at {}, {fs}{label} [type {}]",
                 human_size(v["size"].as_u64().unwrap_or(0)),
                 v["start"].as_u64().unwrap_or(0),
                 v["type"].as_str().unwrap_or("")
-            );
+            )?;
         }
     }
     Ok(())

@@ -168,8 +168,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vbproxy: {e:#}");
-            ExitCode::from(exit_code(&e))
+            let code = exit_code(&e);
+            if !is_broken_pipe(&e) {
+                eprintln!("vbproxy: {e:#}");
+            }
+            ExitCode::from(code)
         }
     }
 }
@@ -201,6 +204,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
     }
     EXIT_FAILURE
+}
+
+/// A reader that closed its end of the pipe (`vbproxy ... | head`) is not
+/// an error worth a message.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// Formats a byte count for humans: `2.5 GiB`.

@@ -6,6 +6,7 @@
 //! and hashes them, drops all-zero granules where the output format can
 //! leave them out, lets the writer compress in parallel (`--jobs`), and
 //! hands granules to the writer in disk order.
+use std::io::Write;
 
 pub mod digest;
 mod output;
@@ -385,20 +386,20 @@ pub fn verify(output: &Path, source: Option<&Path>) -> Result<()> {
         if Some(size) != f["size"].as_u64() || Some(d.as_str()) != f["digest"].as_str() {
             bad.push(format!("{name}: file differs from the manifest"));
         } else {
-            println!("{name}: file OK");
+            writeln!(std::io::stdout().lock(), "{name}: file OK")?;
         }
     }
     let want = m["source"]["content_digest"].as_str().context("manifest has no content digest")?;
     let exported = source::open(output)?;
     if content_digest(&exported)? == want {
-        println!("{}: content OK (read as {})", output.display(), exported.top().format().name());
+        writeln!(std::io::stdout().lock(), "{}: content OK (read as {})", output.display(), exported.top().format().name())?;
     } else {
         bad.push(format!("{}: disk content differs from the manifest", output.display()));
     }
     if let Some(s) = source {
         let d = source::open(s)?;
         if content_digest(&d)? == want {
-            println!("{}: source content matches", s.display());
+            writeln!(std::io::stdout().lock(), "{}: source content matches", s.display())?;
         } else {
             bad.push(format!("{}: source content differs from the export (changed since?)", s.display()));
         }
