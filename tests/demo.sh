@@ -58,8 +58,8 @@ for f in web01.vhdx web01.vhd web01.qcow2; do "$vb" inspect "$dir/$f" | head -2;
 
 say "browse the guest: /<volume>/<path> (one disk: /disk0 may be left out)"
 run "$vb" ls -l "$top" /p1/Users/admin/Documents
-run "$vb" ls -R "$top" /p2/etc || true
-run "$vb" cat "$top" /p2/etc/os-release || true
+run "$vb" ls -R "$top" /p2/etc
+run "$vb" cat "$top" /p2/etc/os-release
 
 say "a file-level backup stream (PAX tar), listed by GNU tar"
 "$vb" tar --path /p1 "$top" > "$dir/p1.tar"
