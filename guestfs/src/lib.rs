@@ -15,6 +15,7 @@ pub mod error;
 pub mod fs;
 pub mod le;
 pub mod namespace;
+pub mod os;
 pub mod tree;
 pub mod volume;
 

@@ -67,9 +67,23 @@ pub fn run(sources: &[PathBuf], as_json: bool) -> Result<()> {
         }
         disks[d]["volumes"] = json!(vols);
     }
+    let systems = guestfs::os::detect(&tree);
+    let os_json = |o: &guestfs::os::OsInfo| {
+        json!({
+            "kind": o.kind, "root": o.root, "name": o.name, "id": o.id, "version": o.version,
+            "system_root": o.system_root,
+            "fstab": o.fstab.iter().map(|(dev, mnt, ty)| json!({"device": dev, "mountpoint": mnt, "type": ty})).collect::<Vec<_>>(),
+        })
+    };
     if as_json {
-        writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&json!({ "disks": disks, "os": null }))?)?;
+        let os = systems.first().map(os_json).unwrap_or(serde_json::Value::Null);
+        let all: Vec<_> = systems.iter().map(os_json).collect();
+        writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&json!({ "disks": disks, "os": os, "systems": all }))?)?;
         return Ok(());
+    }
+    for o in &systems {
+        let what = o.name.clone().or_else(|| o.system_root.clone().map(|r| format!("Windows (system root {r}; version not read yet)"))).unwrap_or_else(|| o.kind.clone());
+        writeln!(std::io::stdout().lock(), "guest OS: {what} on {}", o.root)?;
     }
     for d in &disks {
         writeln!(std::io::stdout().lock(), "{}: {}", d["name"].as_str().unwrap_or(""), d["path"].as_str().unwrap_or(""))?;
