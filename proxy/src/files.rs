@@ -50,15 +50,22 @@ fn safe_component(name: &[u8]) -> bool {
 
 pub fn ls(sources: &[PathBuf], path: &str, long: bool, recursive: bool, json: bool) -> Result<()> {
     let tree = open_tree(sources)?;
-    let node = tree.resolve(path, true).with_context(|| format!("{path}: not found"))?;
+    // As GNU ls: a symlink given as PATH is shown itself (also when it
+    // dangles), except that plain `ls` lists the directory it points to.
+    let link = tree.resolve(path, false).with_context(|| format!("{path}: not found"))?;
+    let node = match tree.stat(link)?.kind {
+        FileKind::Symlink if !long && !json => match tree.resolve(path, true) {
+            Ok(n) if tree.stat(n).is_ok_and(|st| st.kind == FileKind::Dir) => n,
+            _ => link,
+        },
+        _ => link,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut problems = Problems::default();
     let mut json_items = Vec::new();
     let st = tree.stat(node)?;
     if st.kind != FileKind::Dir {
         let name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path).as_bytes().to_vec();
-        let node = tree.resolve(path, false)?;
-        let st = tree.stat(node)?;
         emit(&tree, node, &st, &name, &name, long, json, &mut out, &mut json_items)?;
     } else {
         let mut stack = vec![(node, Vec::new(), 0usize)];
