@@ -41,6 +41,17 @@ fn join(base: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Volumes of a disk that could not be used (a partition beyond the end
+/// of the disk, a broken table): listing or archiving the disk reports
+/// them, so a missing volume never goes unnoticed.
+fn report_disk_errors(tree: &GuestTree, node: Node, rel: &[u8], problems: &mut Problems) {
+    if let Node::Disk(d) = node {
+        for (id, e) in tree.disks.get(d).map(|d| d.errors.as_slice()).unwrap_or_default() {
+            problems.report(&join(rel, id.as_bytes()), e);
+        }
+    }
+}
+
 /// Whether a guest name is safe to create as one path component.
 fn safe_component(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
@@ -75,6 +86,7 @@ pub fn ls(sources: &[PathBuf], path: &str, long: bool, recursive: bool, json: bo
                 problems.report(&rel, "directory loop or nesting too deep; not descended");
                 continue;
             }
+            report_disk_errors(&tree, dir, &rel, &mut problems);
             let mut entries = match tree.read_dir(dir) {
                 Ok(e) => e,
                 Err(e) => {
@@ -231,6 +243,7 @@ pub fn tar(sources: &[PathBuf], path: &str) -> Result<()> {
             }
         }
         if st.kind == FileKind::Dir {
+            report_disk_errors(&tree, n, &rel, &mut problems);
             match tree.read_dir(n) {
                 Ok(mut entries) => {
                     entries.sort_by(|a, b| b.0.name.cmp(&a.0.name));
