@@ -41,6 +41,17 @@ fn join(base: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Volumes of a disk that could not be used (a partition beyond the end
+/// of the disk, a broken table): listing or archiving the disk reports
+/// them, so a missing volume never goes unnoticed.
+fn report_disk_errors(tree: &GuestTree, node: Node, rel: &[u8], problems: &mut Problems) {
+    if let Node::Disk(d) = node {
+        for (id, e) in tree.disks.get(d).map(|d| d.errors.as_slice()).unwrap_or_default() {
+            problems.report(&join(rel, id.as_bytes()), e);
+        }
+    }
+}
+
 /// Whether a guest name is safe to create as one path component.
 fn safe_component(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
@@ -50,15 +61,22 @@ fn safe_component(name: &[u8]) -> bool {
 
 pub fn ls(sources: &[PathBuf], path: &str, long: bool, recursive: bool, json: bool) -> Result<()> {
     let tree = open_tree(sources)?;
-    let node = tree.resolve(path, true).with_context(|| format!("{path}: not found"))?;
+    // As GNU ls: a symlink given as PATH is shown itself (also when it
+    // dangles), except that plain `ls` lists the directory it points to.
+    let link = tree.resolve(path, false).with_context(|| format!("{path}: not found"))?;
+    let node = match tree.stat(link)?.kind {
+        FileKind::Symlink if !long && !json => match tree.resolve(path, true) {
+            Ok(n) if tree.stat(n).is_ok_and(|st| st.kind == FileKind::Dir) => n,
+            _ => link,
+        },
+        _ => link,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut problems = Problems::default();
     let mut json_items = Vec::new();
     let st = tree.stat(node)?;
     if st.kind != FileKind::Dir {
         let name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or(path).as_bytes().to_vec();
-        let node = tree.resolve(path, false)?;
-        let st = tree.stat(node)?;
         emit(&tree, node, &st, &name, &name, long, json, &mut out, &mut json_items)?;
     } else {
         let mut stack = vec![(node, Vec::new(), 0usize)];
@@ -68,6 +86,7 @@ pub fn ls(sources: &[PathBuf], path: &str, long: bool, recursive: bool, json: bo
                 problems.report(&rel, "directory loop or nesting too deep; not descended");
                 continue;
             }
+            report_disk_errors(&tree, dir, &rel, &mut problems);
             let mut entries = match tree.read_dir(dir) {
                 Ok(e) => e,
                 Err(e) => {
@@ -224,6 +243,7 @@ pub fn tar(sources: &[PathBuf], path: &str) -> Result<()> {
             }
         }
         if st.kind == FileKind::Dir {
+            report_disk_errors(&tree, n, &rel, &mut problems);
             match tree.read_dir(n) {
                 Ok(mut entries) => {
                     entries.sort_by(|a, b| b.0.name.cmp(&a.0.name));
