@@ -163,7 +163,6 @@ fn exit_codes_and_messages() {
 /// peaks under 256 MiB RSS. ext4 only: building 200,000 files through
 /// ntfs-3g takes minutes (20,000 took 17 s here).
 #[test]
-#[ignore = "needs the ext4 reader"]
 fn ls_of_200k_files_stays_under_256_mib() {
     let d = fixture("cli-ext4-200k-v1", |d| {
         let t = d.join("tree");
