@@ -64,6 +64,6 @@ clean-fixtures:
 
 # Times vbproxy against qemu-img, ntfs-3g + tar and kernel + tar on the same
 # inputs (cached in target/bench) and rewrites docs/PERFORMANCE.md. Needs
-# root; takes about 25 minutes (BENCH_ARGS=--small for a quick check).
+# root; takes about 15 minutes (BENCH_ARGS=--small for a quick check).
 bench: deps build
 	python3 bench/bench.py $(BENCH_ARGS)

@@ -45,7 +45,7 @@ SCALES = {
         export_virtual=8 * GIB, export_chunk=32 * MIB, export_fill=0.25,
         wide_virtual=64 * GIB, wide_alloc=1 * GIB, wide_chunk=16 * MIB, full_size=1 * GIB,
         tree_files=50_000, tree_bytes=2 * GIB, tree_large=30, fs_size=3 * GIB,
-        reps=3, reps_slow=3,
+        reps=5, reps_slow=3,
     ),
     "small": dict(
         dir="target/bench-small",
