@@ -61,3 +61,9 @@ fuzz: fuzz-tools fuzz-seeds
 
 clean-fixtures:
 	rm -rf target/fixtures target/scratch target/demo
+
+# Times vbproxy against qemu-img, ntfs-3g + tar and kernel + tar on the same
+# inputs (cached in target/bench) and rewrites docs/PERFORMANCE.md. Needs
+# root; takes about 15 minutes (BENCH_ARGS=--small for a quick check).
+bench: deps build
+	python3 bench/bench.py $(BENCH_ARGS)
