@@ -93,6 +93,13 @@ pub trait ImageWriter {
     /// Writes one granule; offsets strictly increase.
     fn write(&mut self, g: Granule<'_>) -> Result<()>;
 
+    /// Whether `write` takes any run of adjacent granules at once (formats
+    /// where disk offsets map linearly to the output: raw, flat). The
+    /// driver then joins adjacent granules into one write.
+    fn takes_runs(&self) -> bool {
+        false
+    }
+
     /// Writes the metadata that can only be known at the end.
     fn finish(&mut self) -> Result<()>;
 }
@@ -140,19 +147,23 @@ struct Batch {
     granules: Vec<(usize, usize, Option<Vec<u8>>)>,
 }
 
-fn process_batch(
-    disk: &Disk,
-    index: u64,
+/// What every worker needs to know about the export.
+#[derive(Clone, Copy)]
+struct Plan {
     gran: u64,
     skip_zeros: bool,
     prep: Option<fn(&[u8]) -> Result<Vec<u8>>>,
-) -> Result<Batch> {
+    hash: bool,
+}
+
+fn process_batch(disk: &Disk, index: u64, plan: Plan) -> Result<Batch> {
+    let Plan { gran, skip_zeros, prep, hash } = plan;
     let size = disk.virtual_size();
     let offset = index * BATCH;
     let len = BATCH.min(size - offset) as usize;
     let mut buf = vec![0u8; len];
     disk.read_at(&mut buf, offset)?;
-    let leaves = buf.chunks(LEAF as usize).map(HashList::leaf).collect();
+    let leaves = if hash { buf.chunks(LEAF as usize).map(HashList::leaf).collect() } else { Vec::new() };
     let mut granules = Vec::new();
     for (i, g) in buf.chunks(gran as usize).enumerate() {
         if skip_zeros && g.iter().all(|&b| b == 0) {
@@ -208,7 +219,7 @@ pub fn run(src: &Path, args: &ExportArgs) -> Result<()> {
             Box::new(vmdk::FlatWriter::new(desc, flat, size, &flat_name)?)
         }
     };
-    let result = drive(&disk, &mut *writer, args, &term);
+    let result = drive(&disk, &mut *writer, args, &term, args.manifest);
     drop(writer);
     let content = match result {
         Ok(c) => c,
@@ -255,61 +266,113 @@ fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "disk.vmdk".into())
 }
 
-/// Runs the export; returns the content digest of the logical disk.
-fn drive(disk: &Disk, writer: &mut dyn ImageWriter, args: &ExportArgs, term: &AtomicBool) -> Result<String> {
+/// Runs the export; returns the content digest of the logical disk (when
+/// `hash`; empty otherwise).
+///
+/// `jobs` workers each take every `jobs`-th batch and send results through
+/// their own bounded channel; this thread receives them round-robin, so
+/// batches reach the writer in disk order while reading, hashing and
+/// compressing run ahead of writing. Memory stays bounded: each worker has
+/// at most two batches waiting.
+fn drive(disk: &Disk, writer: &mut dyn ImageWriter, args: &ExportArgs, term: &AtomicBool, hash: bool) -> Result<String> {
     let size = disk.virtual_size();
-    let gran = writer.granularity();
-    let skip = writer.skips_zeros();
-    let prep = writer.preparer();
-    let batches = data_batches(disk, !skip)?;
+    let plan = Plan { gran: writer.granularity(), skip_zeros: writer.skips_zeros(), prep: writer.preparer(), hash };
+    let runs = writer.takes_runs();
+    let batches = data_batches(disk, !plan.skip_zeros)?;
     let total: u64 = batches.iter().map(|b| BATCH.min(size - b * BATCH)).sum();
     let mut progress = Progress::new(total, args.quiet);
     let mut limit = args.rate_limit.map(RateLimit::new);
-    let mut hash = HashList::default();
-    let jobs = args.jobs.max(1);
-    for round in batches.chunks(jobs) {
-        if term.load(Ordering::Relaxed) {
-            bail!("interrupted");
+    let mut digest = HashList::default();
+    let jobs = args.jobs.clamp(1, 64).min(batches.len().max(1));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<()> {
+        let mut inboxes = Vec::new();
+        for w in 0..jobs {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
+            inboxes.push(rx);
+            let mine: Vec<u64> = batches.iter().copied().skip(w).step_by(jobs).collect();
+            let stop = &stop;
+            s.spawn(move || {
+                for b in mine {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = process_batch(disk, b, plan);
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            });
         }
-        let results: Vec<Result<Batch>> = if jobs == 1 || round.len() == 1 {
-            round.iter().map(|&b| process_batch(disk, b, gran, skip, prep)).collect()
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = round.iter().map(|&b| s.spawn(move || process_batch(disk, b, gran, skip, prep))).collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker thread panicked")))).collect()
-            })
-        };
-        for r in results {
-            let batch = r?;
-            if let Some(l) = limit.as_mut() {
-                l.take(batch.buf.len() as u64);
+        let result = (|| -> Result<()> {
+            for k in 0..batches.len() {
+                if term.load(Ordering::Relaxed) {
+                    bail!("interrupted");
+                }
+                let mut batch = inboxes[k % jobs].recv().map_err(|_| anyhow::anyhow!("export worker stopped"))??;
+                if let Some(l) = limit.as_mut() {
+                    l.take(batch.buf.len() as u64);
+                }
+                if hash {
+                    digest.push_zero_blocks((batch.offset - digest.covered) / LEAF);
+                    let mut left = batch.buf.len() as u64;
+                    for leaf in &batch.leaves {
+                        let n = left.min(LEAF);
+                        digest.push_leaf(leaf, n);
+                        left -= n;
+                    }
+                }
+                write_batch(writer, &mut batch, runs)?;
+                progress.advance(batch.buf.len() as u64);
             }
-            hash.push_zero_blocks((batch.offset - hash.covered) / LEAF);
-            let mut left = batch.buf.len() as u64;
-            for leaf in &batch.leaves {
-                let n = left.min(LEAF);
-                hash.push_leaf(leaf, n);
-                left -= n;
-            }
-            for (off, len, prepared) in batch.granules {
-                writer.write(Granule { offset: batch.offset + off as u64, data: &batch.buf[off..off + len], prepared })?;
-            }
-            progress.advance(batch.buf.len() as u64);
-        }
-    }
+            Ok(())
+        })();
+        // Unblock and stop the workers whatever happened.
+        stop.store(true, Ordering::Relaxed);
+        drop(inboxes);
+        result
+    })?;
     if term.load(Ordering::Relaxed) {
         bail!("interrupted");
     }
-    let full_end = size / LEAF * LEAF;
-    if hash.covered < full_end {
-        hash.push_zero_blocks((full_end - hash.covered) / LEAF);
-    }
-    if hash.covered < size {
-        hash.push_zero_tail(size - hash.covered);
-    }
     writer.finish()?;
     progress.finish();
-    Ok(hash.finish())
+    if !hash {
+        return Ok(String::new());
+    }
+    let full_end = size / LEAF * LEAF;
+    if digest.covered < full_end {
+        digest.push_zero_blocks((full_end - digest.covered) / LEAF);
+    }
+    if digest.covered < size {
+        digest.push_zero_tail(size - digest.covered);
+    }
+    Ok(digest.finish())
+}
+
+/// Hands a batch's granules to the writer, joining adjacent ones into a
+/// single write where the writer takes runs.
+fn write_batch(writer: &mut dyn ImageWriter, batch: &mut Batch, runs: bool) -> Result<()> {
+    if !runs {
+        for (off, len, prepared) in &mut batch.granules {
+            let data = &batch.buf[*off..*off + *len];
+            writer.write(Granule { offset: batch.offset + *off as u64, data, prepared: prepared.take() })?;
+        }
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < batch.granules.len() {
+        let start = batch.granules[i].0;
+        let mut end = start + batch.granules[i].1;
+        i += 1;
+        while i < batch.granules.len() && batch.granules[i].0 == end {
+            end += batch.granules[i].1;
+            i += 1;
+        }
+        writer.write(Granule { offset: batch.offset + start as u64, data: &batch.buf[start..end], prepared: None })?;
+    }
+    Ok(())
 }
 
 /// The content digest of a disk, as the manifest records it.
@@ -335,7 +398,7 @@ pub fn content_digest(disk: &Disk) -> Result<String> {
         below: 0,
         manifest: false,
     };
-    drive(disk, &mut NullWriter, &args, &AtomicBool::new(false))
+    drive(disk, &mut NullWriter, &args, &AtomicBool::new(false), true)
 }
 
 fn manifest_path(output: &Path) -> PathBuf {
@@ -345,9 +408,21 @@ fn manifest_path(output: &Path) -> PathBuf {
 }
 
 fn write_manifest(outputs: &mut OutputSet, src: &Path, disk: &Disk, args: &ExportArgs, content: &str) -> Result<()> {
+    // The file that holds the disk's bytes as they are (raw outputs, the
+    // flat extent) has the content digest by construction: hashing it
+    // again would re-read gigabytes from the page cache and prove nothing.
+    let plain_content = match args.format {
+        ExportFormat::Raw | ExportFormat::RawSparse => Some(0),
+        ExportFormat::VmdkFlat => Some(1),
+        _ => None,
+    };
     let mut files = Vec::new();
-    for (fin, partial) in outputs.finals().into_iter().zip(outputs.partials()) {
-        let (size, digest) = digest::file_digest(&partial).with_context(|| format!("hashing {}", partial.display()))?;
+    for (i, (fin, partial)) in outputs.finals().into_iter().zip(outputs.partials()).enumerate() {
+        let (size, digest) = if plain_content == Some(i) {
+            (disk.virtual_size(), content.to_owned())
+        } else {
+            digest::file_digest(&partial).with_context(|| format!("hashing {}", partial.display()))?
+        };
         files.push(serde_json::json!({ "name": file_name(&fin), "size": size, "digest": digest }));
     }
     let m = serde_json::json!({

@@ -22,6 +22,10 @@ impl RawWriter {
 }
 
 impl ImageWriter for RawWriter {
+    fn takes_runs(&self) -> bool {
+        true
+    }
+
     fn granularity(&self) -> u64 {
         64 << 10
     }
@@ -64,6 +68,10 @@ impl RawStreamWriter {
 }
 
 impl ImageWriter for RawStreamWriter {
+    fn takes_runs(&self) -> bool {
+        true
+    }
+
     fn granularity(&self) -> u64 {
         64 << 10
     }

@@ -308,6 +308,10 @@ impl FlatWriter {
 }
 
 impl ImageWriter for FlatWriter {
+    fn takes_runs(&self) -> bool {
+        true
+    }
+
     fn granularity(&self) -> u64 {
         GRAIN
     }
