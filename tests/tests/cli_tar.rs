@@ -59,14 +59,20 @@ fn tar_ntfs_matches_gnu_tar_of_ntfs3g() {
 }
 
 #[test]
-fn tar_is_identical_from_raw_vmdk_and_qcow2() {
+fn tar_is_identical_from_raw_vmdk_vhd_vhdx_and_qcow2() {
     let d = ntfs_disk();
     let guard = SourceGuard::new(&[&d]);
     let work = scratch("cli-tar-formats");
+    // VHD and VHDX wrappings made here by qemu-img from the cached raw disk.
+    let vhd = work.join("disk.vhd");
+    run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic,force_size=on"]).arg(d.join("disk.raw")).arg(&vhd));
+    let vhdx = work.join("disk.vhdx");
+    run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "vhdx"]).arg(d.join("disk.raw")).arg(&vhdx));
     let mut hashes = Vec::new();
-    for f in ["disk.raw", "disk.vmdk", "disk.qcow2"] {
+    for src in [d.join("disk.raw"), d.join("disk.vmdk"), d.join("disk.qcow2"), vhd, vhdx] {
+        let f = src.file_name().unwrap().to_string_lossy().into_owned();
         let out = work.join(format!("{f}.tar"));
-        let (code, err) = vbproxy_tar(&[&d.join(f)], "/p1", &out);
+        let (code, err) = vbproxy_tar(&[&src], "/p1", &out);
         assert_eq!(code, 0, "tar of {f}: {err}");
         hashes.push((f, sha256_file(&out)));
     }
