@@ -225,3 +225,46 @@ fn verify_detects_a_changed_export() {
     assert_eq!(code, 1);
     assert!(err.contains("differs"), "{err}");
 }
+
+#[test]
+fn rate_limit_holds_the_read_rate() {
+    let dir = inputs();
+    let src = dir.join("truth.raw");
+    let out = scratch("export-rate");
+    // The data batches of this disk: export reads them whole.
+    let map: serde_json::Value = serde_json::from_str(&vbproxy_ok(&["map", "--json", src.to_str().unwrap()])).unwrap();
+    let mut batches = std::collections::BTreeSet::new();
+    for r in data_ranges(&map) {
+        for b in r.0 / (4 * MIB)..=(r.0 + r.1 - 1) / (4 * MIB) {
+            batches.insert(b);
+        }
+    }
+    let bytes = batches.len() as u64 * 4 * MIB;
+    let rate = 8 * MIB;
+    let start = std::time::Instant::now();
+    vbproxy_ok(&["export", "-q", "--format", "qcow2", "--rate-limit", "8M", src.to_str().unwrap(), "-o", out.join("r.qcow2").to_str().unwrap()]);
+    let secs = start.elapsed().as_secs_f64();
+    let expected = bytes as f64 / rate as f64;
+    // The bucket allows the first second's worth at once.
+    assert!(secs >= expected - 1.0, "read {bytes} bytes in {secs:.2}s at --rate-limit 8M (expected >= {:.2}s)", expected - 1.0);
+    assert_identical(&src, &out.join("r.qcow2"));
+}
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let dir = inputs();
+    let src = dir.join("truth.raw");
+    let out = scratch("export-progress");
+    // `script` gives the export a real terminal; a slow rate makes it draw.
+    let cmd = format!(
+        "{} export --format raw-sparse --rate-limit 4M {} -o {}",
+        vbproxy_bin().display(),
+        src.display(),
+        out.join("tty.raw").display()
+    );
+    let tty = run_text(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    assert!(tty.contains("ETA") && tty.contains("%"), "no progress on a terminal: {tty:?}");
+    let piped = vbproxy().args(["export", "--format", "raw-sparse", "--rate-limit", "4M"]).arg(&src).arg("-o").arg(out.join("pipe.raw")).output().unwrap();
+    assert!(piped.status.success());
+    assert!(piped.stderr.is_empty(), "progress on a pipe: {:?}", String::from_utf8_lossy(&piped.stderr));
+}

@@ -9,6 +9,7 @@
 use std::io::Write;
 
 pub mod digest;
+mod flush;
 mod output;
 mod progress;
 mod qcow2;

@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 pub struct RawWriter {
     file: File,
     sparse: bool,
+    flusher: super::flush::Flusher,
 }
 
 impl RawWriter {
@@ -17,7 +18,8 @@ impl RawWriter {
         // Setting the length first makes every range not written a hole
         // that reads as zeros.
         file.set_len(size)?;
-        Ok(RawWriter { file, sparse })
+        let flusher = super::flush::Flusher::new(&file);
+        Ok(RawWriter { file, sparse, flusher })
     }
 }
 
@@ -36,6 +38,7 @@ impl ImageWriter for RawWriter {
 
     fn write(&mut self, g: Granule<'_>) -> Result<()> {
         self.file.write_all_at(g.data, g.offset)?;
+        self.flusher.wrote(g.data.len() as u64);
         Ok(())
     }
 

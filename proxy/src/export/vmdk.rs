@@ -294,6 +294,7 @@ pub fn flat_extent_name(output: &Path) -> String {
 
 pub struct FlatWriter {
     flat: File,
+    flusher: super::flush::Flusher,
 }
 
 impl FlatWriter {
@@ -303,7 +304,8 @@ impl FlatWriter {
         desc.write_all(text.as_bytes())?;
         desc.sync_all()?;
         flat.set_len(size)?;
-        Ok(FlatWriter { flat })
+        let flusher = super::flush::Flusher::new(&flat);
+        Ok(FlatWriter { flat, flusher })
     }
 }
 
@@ -318,6 +320,7 @@ impl ImageWriter for FlatWriter {
 
     fn write(&mut self, g: Granule<'_>) -> Result<()> {
         self.flat.write_all_at(g.data, g.offset)?;
+        self.flusher.wrote(g.data.len() as u64);
         Ok(())
     }
 
