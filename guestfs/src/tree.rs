@@ -3,7 +3,7 @@
 //! show the same names, kinds and metadata.
 
 use crate::block::ReadAt;
-use crate::fs::{open_filesystem, DirEntry, FileId, FileKind, Filesystem, FsInfo, Stat, Timestamp, Xattr};
+use crate::fs::{open_filesystem, DirEntry, FileId, FileKind, Filesystem, FsInfo, Stat, Xattr};
 use crate::volume::{find_volumes, Volume};
 use crate::{Error, Result};
 use std::path::PathBuf;
@@ -45,20 +45,7 @@ pub struct GuestTree {
 }
 
 fn dir_stat(id: FileId) -> Stat {
-    Stat {
-        id,
-        kind: FileKind::Dir,
-        size: 0,
-        mode: 0o555,
-        uid: 0,
-        gid: 0,
-        nlink: 2,
-        atime: Timestamp::default(),
-        mtime: Timestamp::default(),
-        ctime: Timestamp::default(),
-        btime: None,
-        rdev: 0,
-    }
+    Stat::synthetic_dir(id, 0o555)
 }
 
 impl GuestTree {

@@ -54,6 +54,27 @@ pub struct Stat {
     pub rdev: u64,
 }
 
+impl Stat {
+    /// A directory with no stored metadata (the guest tree's disk and
+    /// volume levels, FAT's root): owned by root, times zero.
+    pub fn synthetic_dir(id: FileId, mode: u32) -> Stat {
+        Stat {
+            id,
+            kind: FileKind::Dir,
+            size: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+            nlink: 2,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            btime: None,
+            rdev: 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
     /// The name as stored; NTFS/FAT UTF-16 names are converted to UTF-8.

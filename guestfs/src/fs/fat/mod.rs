@@ -562,20 +562,8 @@ impl Filesystem for FatFs {
 
     fn stat(&self, id: FileId) -> Result<Stat> {
         if id == ROOT_ID {
-            return Ok(Stat {
-                id,
-                kind: FileKind::Dir,
-                size: 0,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                nlink: 2,
-                atime: Timestamp::default(),
-                mtime: Timestamp::default(),
-                ctime: Timestamp::default(),
-                btime: None,
-                rdev: 0,
-            });
+            // FAT stores no metadata for the root directory.
+            return Ok(Stat::synthetic_dir(id, 0o755));
         }
         let e = self.entry_at(id)?;
         let dir = e.attr & ATTR_DIR != 0;
