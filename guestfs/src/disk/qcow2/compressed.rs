@@ -119,14 +119,7 @@ fn zstd_window(frame: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn deflate(data: &[u8]) -> Vec<u8> {
-        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
-        let mut out = vec![0u8; data.len() + 1024];
-        c.compress(data, &mut out, flate2::FlushCompress::Finish).unwrap();
-        out.truncate(c.total_out() as usize);
-        out
-    }
+    use crate::disk::qcow2::tests::deflate;
 
     fn sample() -> Vec<u8> {
         (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x0f).collect()

@@ -114,7 +114,8 @@ fn l1_problems_are_errors_at_open() {
     assert!(open(b).is_err());
 }
 
-fn deflate(data: &[u8]) -> Vec<u8> {
+/// Raw deflate as qcow2 stores it (shared with `compressed`'s tests).
+pub(super) fn deflate(data: &[u8]) -> Vec<u8> {
     let mut c = flate2::Compress::new(flate2::Compression::default(), false);
     let mut out = vec![0u8; data.len() + 1024];
     c.compress(data, &mut out, flate2::FlushCompress::Finish).unwrap();
