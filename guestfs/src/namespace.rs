@@ -79,3 +79,28 @@ pub fn resolve_relative(referrer: &Path, name: &str) -> PathBuf {
     }
     referrer.parent().unwrap_or(Path::new("")).join(p)
 }
+
+/// One byte source under one name: a LUN or block device read as a whole
+/// disk, where there is no directory to find other files in.
+pub struct SingleSource {
+    pub name: PathBuf,
+    pub source: Arc<dyn ReadAt>,
+}
+
+impl Namespace for SingleSource {
+    fn open(&self, path: &Path) -> Result<Arc<dyn ReadAt>> {
+        if path == self.name {
+            Ok(self.source.clone())
+        } else {
+            Err(Error::Open { path: path.to_owned(), source: std::io::ErrorKind::NotFound.into() })
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path == self.name
+    }
+
+    fn identity(&self, path: &Path) -> Result<PathBuf> {
+        Ok(path.to_owned())
+    }
+}

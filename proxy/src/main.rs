@@ -5,10 +5,14 @@ mod export;
 mod files;
 mod guest;
 mod inspect;
+mod inventory;
+mod iscsi_source;
+mod lun;
 mod map;
 mod restore;
 mod source;
 mod tar;
+mod vm;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
