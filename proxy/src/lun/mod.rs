@@ -3,6 +3,7 @@
 //! product that opens a block device.
 
 pub mod device;
+pub mod info;
 
 use crate::inventory::Inventory;
 use anyhow::{Context, Result};
