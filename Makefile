@@ -16,8 +16,12 @@ FUZZ_SECONDS ?= 60
 # dirty log), partitioning and LVM tools, filesystem makers and readers
 # (e2fsprogs, dosfstools, mtools, ntfs-3g, sleuthkit, attr). A package
 # already installed is never touched, so a newer qemu-utils stays.
+# The SAN in tests is tgtd (tgt) with libiscsi's tools as the oracle; VMFS
+# is checked against vmfs-tools/vmfs6-tools; backup targets are GNU tar,
+# restic and borg.
 APT_PACKAGES := qemu-utils time python3 libvhdi-utils python3-libvhdi fuse3 gdb \
-	fdisk gdisk lvm2 util-linux e2fsprogs dosfstools mtools ntfs-3g attr sleuthkit gzip xxd
+	fdisk gdisk lvm2 util-linux e2fsprogs dosfstools mtools ntfs-3g attr sleuthkit gzip xxd \
+	tgt libiscsi-bin sg3-utils vmfs-tools vmfs6-tools restic borgbackup tar
 
 .PHONY: all build deps demo test fuzz fuzz-seeds fuzz-tools bench clean-fixtures
 
@@ -33,7 +37,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing test tools:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends qemu-utils $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
 
