@@ -145,7 +145,7 @@ mod tests {
         // Root directory of the ESXi-made sample: FB 5.
         assert_eq!(Addr::decode5(0x141, false), Addr::FileBlock { block: 5, tbz: false });
         assert_eq!(Addr::decode5((77 << 6) | 0x20 | 1, false), Addr::FileBlock { block: 77, tbz: true });
-        assert_eq!(Addr::decode5(u32::MAX & !6, false), Addr::FileBlock { block: 0x3FF_FFFF, tbz: true });
+        assert_eq!(Addr::decode5(!6, false), Addr::FileBlock { block: 0x3FF_FFFF, tbz: true });
         assert_eq!(Addr::decode5(0, false), Addr::Null);
     }
 

@@ -45,10 +45,13 @@ pub fn parse_vmfs5(buf: &[u8]) -> Vec<RawEntry> {
         .collect()
 }
 
+/// Reads directory content at an offset; `Err` says why not.
+pub type DirReader<'a> = dyn FnMut(u64, &mut [u8]) -> Result<(), String> + 'a;
+
 /// Lists a VMFS 6 directory. `read(offset, buf)` reads the directory's
 /// content; `len` is its size and `md` the metadata block size. `Err` says
 /// what is wrong and at which offset of the directory.
-pub fn parse_vmfs6(read: &mut dyn FnMut(u64, &mut [u8]) -> Result<(), String>, len: u64, md: u64) -> Result<Vec<RawEntry>, (u64, String)> {
+pub fn parse_vmfs6(read: &mut DirReader, len: u64, md: u64) -> Result<Vec<RawEntry>, (u64, String)> {
     let io = |off: u64| move |e: String| (off, e);
     let mut h = vec![0u8; DIR6_HEADER_SIZE];
     read(0, &mut h).map_err(io(0))?;

@@ -57,6 +57,9 @@ const PB_CACHE: usize = 256;
 const MAX_DIR_BYTES: u64 = 64 << 20;
 const MAX_SYMLINK: u64 = 4096;
 const MAX_PATHS: usize = 1 << 20;
+/// VMFS 5/6 files are at most 62 TB; a larger length is damage, and would
+/// let a hostile descriptor make `data_ranges` walk for hours.
+const MAX_FILE_BYTES: u64 = 64 << 40;
 
 /// Cheap check: an LVM device header at 1 MiB, or a bare VMFS filesystem
 /// descriptor at 2 MiB.
@@ -131,6 +134,9 @@ impl Vmfs {
         let vol = ImageFile::new(volume, format!("{name} (logical volume)"));
         let fs = FsInfo::parse(&vol)?;
         let layout = Layout::new(&fs);
+        // Until .fbb.sf is read, system files are mapped with the format's
+        // default SFB cluster size (512 MiB worth of blocks, at most 8192).
+        let sfb_default = if fs.is_vmfs6() { (0x2000_0000 / fs.file_block_size).min(0x2000) } else { 0 };
         let mut v = Vmfs {
             name: name.to_string(),
             vol,
@@ -141,7 +147,7 @@ impl Vmfs {
             sbc: None,
             pbc: None,
             pb2: None,
-            sfb_per_cluster: 0,
+            sfb_per_cluster: sfb_default,
             fds: BoundedCache::new(FD_CACHE),
             pbs: BoundedCache::new(PB_CACHE),
             paths: Mutex::new(HashMap::new()),
@@ -296,6 +302,9 @@ impl Vmfs {
             let mut raw = vec![0u8; len as usize];
             self.read_into(&fdc.fd, off, &mut raw, 1)?;
             let fd = Fd::parse(&raw, addr, vol_offset, &self.layout);
+            if fd.length > MAX_FILE_BYTES {
+                return Err(Error::corrupt(Path::new(&self.where_of(addr)), "file descriptor", vol_offset, format!("file length {} exceeds VMFS's 62 TB limit", fd.length)));
+            }
             if fd.desc_addr != addr {
                 return Err(Error::corrupt(
                     Path::new(&self.where_of(addr)),
