@@ -338,15 +338,18 @@ impl Vmfs {
         let what = format!("block map (offset {off})");
         let slot = locate(fd.zla, block_num, l.ptrs_per_pb, l.addrs_count).map_err(|r| self.fd_corrupt(fd, &what, fd.vol_offset, r))?;
         let top = |i: usize| fd.addrs.get(i).copied().unwrap_or(0);
-        let word = match slot {
-            Slot::Direct(i) => top(i),
+        // Consecutive null entries from `at` in `arr`: one hole piece for the
+        // whole run keeps sparse files cheap to walk.
+        let nulls = |arr: &[u64], at: usize| arr.get(at..).map_or(1, |r| r.iter().take_while(|&&w| w == 0).count().max(1)) as u64;
+        let (word, null_run) = match slot {
+            Slot::Direct(i) => (top(i), nulls(&fd.addrs, i)),
             Slot::Single(i, j) => {
                 if top(i) == 0 {
                     // A missing pointer block: all the blocks it would map are holes.
                     return Ok(Piece { phys: None, len: (l.ptrs_per_pb - j) * bs - in_block });
                 }
                 let pb = self.pointer_block(fd, top(i), depth)?;
-                pb.get(j as usize).copied().unwrap_or(0)
+                (pb.get(j as usize).copied().unwrap_or(0), nulls(&pb, j as usize))
             }
             Slot::Double(i, j, k) => {
                 if top(i) == 0 {
@@ -359,7 +362,7 @@ impl Vmfs {
                     return Ok(Piece { phys: None, len: (l.ptrs_per_pb - k) * bs - in_block });
                 }
                 let pb2 = self.pointer_block(fd, mid, depth)?;
-                pb2.get(k as usize).copied().unwrap_or(0)
+                (pb2.get(k as usize).copied().unwrap_or(0), nulls(&pb2, k as usize))
             }
         };
         let addr = self.decode(word);
@@ -378,7 +381,7 @@ impl Vmfs {
             Ok(Piece { phys: Some(phys), len: to_block_end })
         };
         match addr {
-            Addr::Null => Ok(zero),
+            Addr::Null => Ok(Piece { phys: None, len: null_run.saturating_mul(bs) - in_block }),
             Addr::FileBlock { block, tbz } => {
                 unit_check(self.fs.file_block_size, "file block")?;
                 if tbz {
