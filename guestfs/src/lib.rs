@@ -17,6 +17,7 @@ pub mod le;
 pub mod namespace;
 pub mod os;
 pub mod tree;
+pub mod vmfs;
 pub mod volume;
 
 pub use error::{Error, Result};
