@@ -36,5 +36,11 @@ mkdir -p "$out/vmdk_cowd" "$out/vmdk_sesparse"
 python3 tests/fixtures/mk_cowd.py "$out/vmdk_cowd/small-delta" --sectors 8192 --runs 0:8,8:4,5000:3,8191:1
 python3 tests/fixtures/mk_sesparse.py "$out/vmdk_sesparse/small-sesparse" --sectors 131072 --runs 0:4:D,10:2:Z,4100:3:D,16383:1:D
 
+# VMFS: a small image derived from the ESXi-made sample (where the corpus is present).
+mkdir -p "$out/vmfs"
+if [ -f ../shared/corpus/vmfs5.bin.gz ]; then
+  gzip -dc ../shared/corpus/vmfs5.bin.gz > "$tmp/vmfs5.bin" && python3 tests/fixtures/mk_vmfs.py --fuzz-seed "$tmp/vmfs5.bin" "$out/vmfs/sample" || echo "vmfs seed skipped" >&2
+fi
+
 mkdir -p "$out/detect"; cp "$out"/qcow2/v3.qcow2 "$out"/vmdk_sparse/stream.vmdk "$out"/vhd/dyn.vhd "$out"/vhdx/dyn.vhdx "$out/detect/"
 echo "seed corpora in $out: $(find "$out" -type f | wc -l) files"
