@@ -138,7 +138,7 @@ pub fn open_store(key: &str) -> Result<Arc<OpenStore>> {
         return Ok(s);
     }
     let src = open_block(key).with_context(|| format!("datastore {key}"))?;
-    let ds = open_datastore(vec![src], key).with_context(|| format!("datastore {key}"))?;
+    let ds = open_datastore(vec![src], key)?;
     Ok(register_store(key, ds, Vec::new()))
 }
 
