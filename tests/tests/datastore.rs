@@ -187,3 +187,49 @@ fn not_a_datastore_and_local_hash_paths() {
     assert_eq!(listing, os_listing(&local.join("kvm01")));
     assert_export_matches(&hash(&local, "/kvm01/kvm01.qcow2"), &local.join("kvm01/kvm01.qcow2"), "ds-local-dir-export");
 }
+
+/// The ESXi-made VMFS 5 sample (outside the repository), decompressed.
+fn vmfs_sample() -> Option<std::path::PathBuf> {
+    let Some(gz) = corpus("vmfs5.bin.gz") else {
+        eprintln!("SKIPPED: ../shared/corpus/vmfs5.bin.gz is absent");
+        return None;
+    };
+    let d = fixture("ds-vmfs5-v1", |d| {
+        let out = run(Command::new("gzip").arg("-dc").arg(&gz));
+        std::fs::write(d.join("vmfs5.bin"), out.stdout).unwrap();
+        // The same volume on partition 1 of a GPT LUN, type VMFS (fb00).
+        let lun = d.join("lun.img");
+        std::fs::File::create(&lun).unwrap().set_len(MIB + 512 * MIB + MIB).unwrap();
+        run(Command::new("sgdisk").args(["-n", "1:2048:+512M", "-t", "1:fb00"]).arg(&lun));
+        run(Command::new("dd").arg(format!("if={}", d.join("vmfs5.bin").display())).arg(format!("of={}", lun.display())).args(["bs=1M", "seek=1", "conv=notrunc,sparse", "status=none"]));
+    });
+    Some(d)
+}
+
+struct FuseMount(std::path::PathBuf);
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount").arg("-u").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn vmfs_datastore_ls_matches_vmfs_fuse() {
+    let Some(d) = vmfs_sample() else { return };
+    let (img, lun) = (d.join("vmfs5.bin"), d.join("lun.img"));
+    let guard = SourceGuard::new(&[&img, &lun]);
+    let mnt = scratch("ds-vmfs-fuse").join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run(Command::new("vmfs-fuse").args(["-o", "ro"]).arg(&img).arg(&mnt));
+    let m = FuseMount(mnt.clone());
+    assert_eq!(our_listing(&[img.to_str().unwrap(), "/directory"]), os_listing(&mnt.join("directory")));
+    let ours: Vec<String> = our_listing(&[img.to_str().unwrap()]).into_keys().collect();
+    let theirs: Vec<String> = os_listing(&mnt).into_keys().collect();
+    assert_eq!(ours, theirs, "names at the root");
+    drop(m);
+    // On a GPT partition of type VMFS: the same datastore.
+    assert_eq!(our_listing(&[lun.to_str().unwrap(), "/directory"]), our_listing(&[img.to_str().unwrap(), "/directory"]));
+    let long = vbproxy_ok(&["datastore", "ls", "-l", lun.to_str().unwrap()]);
+    assert!(long.lines().next().unwrap().contains("vmfs label VMFS5 Test uuid 61137dd5-df6bc2c8-f0e7-000c29801686 volume p1"), "{long}");
+    guard.check();
+}
