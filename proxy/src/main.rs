@@ -1,6 +1,7 @@
 //! `vbproxy`: a thin command line over the `guestfs` library.
 #![forbid(unsafe_code)]
 
+mod datastore;
 mod export;
 mod files;
 mod guest;
@@ -114,6 +115,16 @@ enum Command {
         no_manifest: bool,
         source: PathBuf,
     },
+    /// Datastores: `datastore ls [-l] [--json] SOURCE [PATH]`.
+    Datastore {
+        #[command(subcommand)]
+        command: DatastoreCommand,
+    },
+    /// Virtual machines on the inventory's datastores.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
     /// Check an export against its manifest (and against its source, if given).
     Verify {
         /// The exported image (its manifest is OUT.manifest.json).
@@ -121,6 +132,32 @@ enum Command {
         /// The source disk it was exported from.
         #[arg(long)]
         source: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatastoreCommand {
+    /// List the files of a datastore (VMFS, NTFS or ext4 on a device, LUN
+    /// or image; or a local directory).
+    Ls {
+        #[arg(short, long)]
+        long: bool,
+        #[arg(long)]
+        json: bool,
+        source: String,
+        /// Directory or file inside the datastore (default `/`).
+        path: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// VMs on the inventory's datastores: disks, skipped disks, snapshots.
+    List {
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -161,6 +198,8 @@ fn main() -> ExitCode {
             };
             export::run(&source, &args)
         }
+        Command::Datastore { command: DatastoreCommand::Ls { long, json, source, path } } => datastore::ls(&source, path.as_deref(), long, json),
+        Command::Vm { command: VmCommand::List { inventory, json } } => vm::list(&inventory, json),
         Command::Verify { output, source } => export::verify(&output, source.as_deref()),
         Command::Ls { long, recursive, json, args } => {
             with_tail(args, 1, |s, t| files::ls(s, &t[0], long, recursive, json))
