@@ -1,7 +1,7 @@
 //! `vbproxy inspect`: what each disk is.
 use std::io::Write;
 
-use crate::{human_size, source};
+use crate::human_size;
 use guestfs::tree::GuestTree;
 use anyhow::Result;
 use serde_json::json;
@@ -10,9 +10,10 @@ use std::path::PathBuf;
 pub fn run(sources: &[PathBuf], as_json: bool) -> Result<()> {
     let mut disks = Vec::new();
     let mut opened = Vec::new();
-    for (i, src) in sources.iter().enumerate() {
-        let disk = source::open(src)?;
-        opened.push((format!("disk{i}"), std::sync::Arc::new(guestfs::volume::DiskSource(disk.clone())) as std::sync::Arc<dyn guestfs::block::ReadAt>));
+    // A .vmx source stands for all its disks, named by controller slot.
+    for (name, disk) in crate::guest::open_disks(sources)? {
+        let src = disk.top().path().to_owned();
+        opened.push((name.clone(), std::sync::Arc::new(guestfs::volume::DiskSource(disk.clone())) as std::sync::Arc<dyn guestfs::block::ReadAt>));
         let mut chain = Vec::new();
         for (depth, layer) in disk.layers().iter().enumerate() {
             chain.push(json!({
@@ -26,7 +27,7 @@ pub fn run(sources: &[PathBuf], as_json: bool) -> Result<()> {
         }
         let top = disk.top();
         disks.push(json!({
-            "name": format!("disk{i}"),
+            "name": name,
             "path": src,
             "format": top.format().name(),
             "variant": top.variant(),
