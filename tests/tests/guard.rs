@@ -158,3 +158,37 @@ fn scan(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &str)) {
         }
     }
 }
+
+#[test]
+fn guard_by_inventory_and_validate_of_a_loop_source() {
+    let img = image("guard-inventory", 16);
+    let before = sha256_file(&img);
+    let lo = Loop::new(&img);
+    let dir = img.parent().unwrap().to_owned();
+    let inv = dir.join("inv.toml");
+    std::fs::write(&inv, format!("[[datastore]]\nname = \"loopds\"\nlun = 0\ndevice = \"naa.600140500000000000000000000000bb\"\nkind = \"ext4\"\nsource = \"{}\"\n", lo.dev)).unwrap();
+    let inv_s = inv.to_str().unwrap();
+
+    // A loop device has no SCSI identity: unverified, but writable is refused.
+    let (code, err) = vbproxy_fails(&["lun", "validate", "--inventory", inv_s]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("writable"), "{err}");
+    let (code, err) = vbproxy_fails(&["guard", "status", "--inventory", inv_s]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&lo.dev), "{err}");
+
+    let out = vbproxy_ok(&["guard", "apply", "--inventory", inv_s]);
+    assert!(out.contains("inventory:loopds"), "{out}");
+    assert!(lo.ro());
+    vbproxy_ok(&["guard", "status", "--inventory", inv_s]);
+    let json: serde_json::Value = serde_json::from_str(&vbproxy_ok(&["lun", "validate", "--json", "--inventory", inv_s])).unwrap();
+    assert_eq!(json["checks"][0]["status"], "unverified");
+    drop(lo);
+    assert_eq!(sha256_file(&img), before);
+}
+
+#[test]
+fn guard_apply_needs_something_to_guard() {
+    let (code, err) = vbproxy_fails(&["guard", "apply"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -221,3 +221,17 @@ fn esxcli_import_gives_the_expected_inventory() {
     assert_eq!(spanned.len(), 2);
     assert!(spanned.iter().all(|c| c["problems"][0]["field"] == "missing"));
 }
+
+#[test]
+fn documented_example_inventory_loads() {
+    // It names LUNs this machine does not have: refused (3), not a parse error (1).
+    let w = World::new("lun-validate-example", false);
+    let ex = workspace().join("docs/inventory.example.toml");
+    let o = w.vbproxy(&["lun", "validate", "--json", "--inventory", ex.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // ds-vmfs01 is the fixture's sdb; its declared snapshot is absent (missing).
+    let c = r["checks"].as_array().unwrap();
+    assert_eq!(c.iter().find(|c| c["name"] == "ds-vmfs01").unwrap()["status"], "ok");
+    assert_eq!(c.len(), 5);
+}
