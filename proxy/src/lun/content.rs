@@ -168,7 +168,7 @@ pub fn probe(src: Arc<dyn ReadAt>, name: &str) -> Content {
 /// the largest; its content is reported as `partition`.
 fn probe_partitioned(src: Arc<dyn ReadAt>, name: &str, kind: &str) -> Content {
     let mut c = Content { kind: kind.into(), ..Default::default() };
-    let found = match guestfs::volume::find_volumes(&[src.clone()]) {
+    let found = match guestfs::volume::find_volumes(std::slice::from_ref(&src)) {
         Ok(mut v) => v.pop().unwrap_or_default(),
         Err(e) => {
             c.error = Some(format!("{name}: partition table: {e}"));
