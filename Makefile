@@ -21,9 +21,14 @@ FUZZ_SECONDS ?= 60
 # restic and borg.
 APT_PACKAGES := qemu-utils time python3 libvhdi-utils python3-libvhdi fuse3 gdb \
 	fdisk gdisk lvm2 util-linux e2fsprogs dosfstools mtools ntfs-3g attr sleuthkit gzip xxd \
-	tgt libiscsi-bin sg3-utils vmfs-tools vmfs6-tools restic borgbackup tar
+	tgt libiscsi-bin sg3-utils vmfs-tools vmfs6-tools restic borgbackup tar \
+	busybox-static cpio binutils
+# busybox-static, cpio and binutils (strip) build the appliance initramfs;
+# qemu-system-x86 boots it, installed by appliance/install-qemu.sh, which
+# matches it to the installed qemu-utils (Debian 12's own 7.2 would
+# conflict with, or downgrade, a backported qemu-utils).
 
-.PHONY: all build deps demo test fuzz fuzz-seeds fuzz-tools bench clean-fixtures
+.PHONY: all build deps demo test fuzz fuzz-seeds fuzz-tools bench clean-fixtures appliance
 
 all: build
 
@@ -39,6 +44,7 @@ deps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q && apt-get install -y -q --no-install-recommends qemu-utils $$missing; \
 	fi
+	@bash appliance/install-qemu.sh
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
 
 demo: deps build
@@ -65,6 +71,12 @@ fuzz: fuzz-tools fuzz-seeds
 
 clean-fixtures:
 	rm -rf target/fixtures target/scratch target/demo
+
+# The appliance kernel + initramfs in target/appliance (appliance/README.md);
+# boot it with appliance/run-qemu.sh IMAGE[:LUN]...
+appliance: deps
+	$(CARGO) build --release -p vbproxy
+	bash appliance/build.sh
 
 # Times vbproxy against qemu-img, ntfs-3g + tar and kernel + tar on the same
 # inputs (cached in target/bench) and rewrites docs/PERFORMANCE.md. Needs
