@@ -47,6 +47,12 @@ if [ -z "$kernel_pkg" ]; then
     kdeb=$(ls "$cache"/linux-image-*-amd64_*.deb 2>/dev/null | sort -V | tail -1 || true)
     if [ -z "$kdeb" ]; then
         kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+        if [ -z "$kernel_pkg" ]; then
+            # Package lists absent or stale (a machine whose tools were all
+            # preinstalled never ran apt-get update): refresh once.
+            apt-get update -q >&2 || true
+            kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+        fi
         [ -n "$kernel_pkg" ] || die "apt-cache depends linux-image-amd64 names no kernel (run apt-get update)"
     fi
 fi
@@ -59,6 +65,7 @@ if [ -n "$kernel_pkg" ]; then
         sandbox=()
         [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
         (cd "$cache" && apt-get download -q "${sandbox[@]}" "$kernel_pkg" >&2) ||
+            { apt-get update -q >&2 || true; (cd "$cache" && apt-get download -q "${sandbox[@]}" "$kernel_pkg" >&2); } ||
             die "apt-get download $kernel_pkg failed"
         kdeb=$(ls "$cache"/"$kernel_pkg"_*.deb | sort -V | tail -1)
     fi
