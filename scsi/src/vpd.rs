@@ -187,11 +187,27 @@ pub fn parse_device_identification(b: &[u8]) -> Result<Vec<Designator>, ParseErr
 /// The identifier a cluster inventory uses for a LUN: the first NAA
 /// designator of the logical unit, else EUI-64, else T10 vendor id, else
 /// SCSI name string (ESXi's own preference order).
+///
+/// Among NAA designators the globally unique formats win over the locally
+/// assigned one: IEEE Registered Extended (6), IEEE Registered (5), IEEE
+/// Extended (2), then Locally Assigned (3). tgtd, for one, reports a
+/// locally assigned NAA before its registered-extended one, and ESXi names
+/// such a LUN by the latter.
 pub fn preferred_id(designators: &[Designator]) -> Option<String> {
-    let lu = |k: DesignatorType| designators.iter().find(|d| d.association == Association::LogicalUnit && d.kind == k);
-    [DesignatorType::Naa, DesignatorType::Eui64, DesignatorType::T10VendorId, DesignatorType::ScsiNameString]
+    let lu = |d: &&Designator| d.association == Association::LogicalUnit;
+    let naa_rank = |d: &&Designator| match d.value.first().map(|b| b >> 4) {
+        Some(6) => 0,
+        Some(5) => 1,
+        Some(2) => 2,
+        Some(3) => 3,
+        _ => 4,
+    };
+    if let Some(naa) = designators.iter().filter(lu).filter(|d| d.kind == DesignatorType::Naa).min_by_key(naa_rank) {
+        return Some(naa.id());
+    }
+    [DesignatorType::Eui64, DesignatorType::T10VendorId, DesignatorType::ScsiNameString]
         .into_iter()
-        .find_map(lu)
+        .find_map(|k| designators.iter().filter(lu).find(|d| d.kind == k))
         .map(Designator::id)
 }
 
@@ -230,6 +246,15 @@ mod tests {
         assert_eq!(d[2].association, Association::TargetDevice);
         assert_eq!(d[2].id(), "iqn.2026-11.test:t1,t,0x1");
         assert_eq!(preferred_id(&d).as_deref(), Some("naa.60014051234567890000000000000001"));
+    }
+
+    #[test]
+    fn registered_naa_wins_over_locally_assigned() {
+        let local = [0x30, 0, 0, 0x01, 0, 0, 0, 0x03];
+        let registered = [0x60, 0, 0, 0, 0, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0x01, 0, 0x03];
+        let p = page83(&[(0x01, 0x03, &local), (0x01, 0x03, &registered)]);
+        let d = parse_device_identification(&p).unwrap();
+        assert_eq!(preferred_id(&d).as_deref(), Some("naa.60000000000000000e00000000010003"));
     }
 
     #[test]
