@@ -268,3 +268,49 @@ fn progress_shows_on_a_terminal_only() {
     assert!(piped.status.success());
     assert!(piped.stderr.is_empty(), "progress on a pipe: {:?}", String::from_utf8_lossy(&piped.stderr));
 }
+
+/// `-o /dev/null` (a benchmark's favourite) and `-o FIFO` are streams: the
+/// node must stay what it was, with no `.partial` or manifest beside it.
+/// A block device is refused: vbproxy writes to no device.
+#[test]
+fn special_outputs_are_streams_and_devices_are_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let src = inputs().join("in.qcow2");
+    let truth = inputs().join("truth.raw");
+    let guard = SourceGuard::new(&[&src, &truth]);
+    let s = src.to_str().unwrap();
+    vbproxy_ok(&["export", "-q", s, "-o", "/dev/null"]);
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
+    assert!(!Path::new("/dev/null.partial").exists() && !Path::new("/dev/null.manifest.json").exists());
+    let (code, err) = vbproxy_fails(&["export", "-q", "--format", "qcow2", s, "-o", "/dev/null"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stream"), "{err}");
+
+    // A FIFO gets the raw bytes, in order.
+    let dir = scratch("export-special");
+    let fifo = dir.join("pipe");
+    run(Command::new("mkfifo").arg(&fifo));
+    let reader = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sha256sum < '{}'", fifo.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    vbproxy_ok(&["export", "-q", s, "-o", fifo.to_str().unwrap()]);
+    let out = reader.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned();
+    assert_eq!(got, sha256_file(&truth));
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A block device: refused before anything is written.
+    let img = dir.join("dev.img");
+    std::fs::write(&img, vec![0x5au8; 1 << 20]).unwrap();
+    let before = sha256_file(&img);
+    let loopdev = String::from_utf8(run(Command::new("losetup").args(["-f", "--show"]).arg(&img)).stdout).unwrap().trim().to_owned();
+    let (code, err) = vbproxy_fails(&["export", "-q", s, "-o", &loopdev]);
+    run(Command::new("losetup").args(["-d", &loopdev]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("block device"), "{err}");
+    assert_eq!(sha256_file(&img), before);
+    guard.check();
+}

@@ -185,13 +185,24 @@ pub fn run(src: &Path, args: &ExportArgs) -> Result<()> {
     let disk = full.below(below).with_context(|| {
         format!("--below {}: the chain of {} has only {} layers", args.below, src.display(), full.layers().len())
     })?;
-    let to_stdout = args.output == Path::new("-");
+    // `-`, a character device (`/dev/null`) or a FIFO is a stream: written
+    // in place, with no `.partial`, rename or manifest beside it (a rename
+    // would replace the device node with a regular file).
+    let special = output::open_special(&args.output)?;
+    let to_stdout = args.output == Path::new("-") || special.is_some();
     if !to_stdout {
         refuse_output_over_source(&full, &args.output)?;
     }
     if to_stdout && !args.format.can_stream() {
-        bail!("--format {:?} cannot be written to standard output (raw and vmdk-stream can)", args.format);
+        bail!("--format {:?} cannot be written to a stream such as {} (raw and vmdk-stream can)", args.format, args.output.display());
     }
+    let mut special = special;
+    let mut sink = move || -> Box<dyn std::io::Write> {
+        match special.take() {
+            Some(f) => Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
+            None => Box::new(std::io::stdout().lock()),
+        }
+    };
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(sig, term.clone()).context("installing signal handlers")?;
@@ -199,14 +210,14 @@ pub fn run(src: &Path, args: &ExportArgs) -> Result<()> {
     let size = disk.virtual_size();
     let mut outputs = OutputSet::default();
     let mut writer: Box<dyn ImageWriter> = match args.format {
-        ExportFormat::Raw if to_stdout => Box::new(raw::RawStreamWriter::new(Box::new(std::io::stdout().lock()), size)),
+        ExportFormat::Raw if to_stdout => Box::new(raw::RawStreamWriter::new(sink(), size)),
         ExportFormat::Raw => Box::new(raw::RawWriter::new(outputs.create(&args.output)?, size, false)?),
         ExportFormat::RawSparse => Box::new(raw::RawWriter::new(outputs.create(&args.output)?, size, true)?),
         ExportFormat::Qcow2 => Box::new(qcow2::Qcow2Writer::new(outputs.create(&args.output)?, size)?),
         ExportFormat::Vhd => Box::new(vhd::VhdWriter::new(outputs.create(&args.output)?, size)?),
         ExportFormat::Vhdx => Box::new(vhdx::VhdxWriter::new(outputs.create(&args.output)?, size)?),
         ExportFormat::VmdkStream if to_stdout => {
-            Box::new(vmdk::StreamWriter::new(Box::new(std::io::stdout().lock()), size, "disk.vmdk")?)
+            Box::new(vmdk::StreamWriter::new(sink(), size, "disk.vmdk")?)
         }
         ExportFormat::VmdkStream => {
             let name = file_name(&args.output);

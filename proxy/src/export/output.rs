@@ -7,6 +7,27 @@ use anyhow::{Context, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// An output that is not a regular file: a character device such as
+/// `/dev/null` or a FIFO is opened to be written in place (`Some`); a block
+/// device is refused, since vbproxy writes to no device; anything else
+/// (absent, a regular file) is `None` and gets the `.partial` treatment.
+pub fn open_special(path: &Path) -> Result<Option<File>> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(None) };
+    let t = meta.file_type();
+    if t.is_block_device() {
+        anyhow::bail!("{}: is a block device; vbproxy never writes to devices (export to a file)", path.display());
+    }
+    if t.is_char_device() || t.is_fifo() {
+        let f = File::options().write(true).open(path).with_context(|| format!("{}: cannot open for writing", path.display()))?;
+        return Ok(Some(f));
+    }
+    if t.is_dir() {
+        anyhow::bail!("{}: is a directory", path.display());
+    }
+    Ok(None)
+}
+
 #[derive(Default)]
 pub struct OutputSet {
     /// (final path, partial path), in creation order.
