@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod cache;
+pub mod datastore;
 pub mod disk;
 pub mod error;
 pub mod fs;
@@ -17,6 +18,7 @@ pub mod le;
 pub mod namespace;
 pub mod os;
 pub mod tree;
+pub mod vm;
 pub mod volume;
 
 pub use error::{Error, Result};
