@@ -39,6 +39,18 @@ impl FileSource {
     /// the end, which needs no ioctl.
     pub fn open(path: &Path) -> Result<FileSource> {
         let open_err = |source| Error::Open { path: path.to_owned(), source };
+        // Block devices are opened by the LUN layer only (vbproxy's
+        // lun::device), which sets the kernel read-only flag first and
+        // wraps the fd with `from_file`. Checked before opening, so no
+        // device is ever opened here.
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if std::fs::metadata(path).map_err(open_err)?.file_type().is_block_device() {
+                return Err(open_err(io::Error::other(
+                    "is a block device: open it through the LUN layer (vbproxy lun::device), which sets it read-only first",
+                )));
+            }
+        }
         // Read-only is the only mode this crate ever uses.
         let file = File::options().read(true).open(path).map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
@@ -49,6 +61,14 @@ impl FileSource {
             (&file).seek(SeekFrom::End(0)).map_err(open_err)?
         };
         Ok(FileSource { file, size })
+    }
+}
+
+impl FileSource {
+    /// Wraps a file the caller already opened read-only (the LUN layer's
+    /// block devices), with its size as the caller measured it.
+    pub fn from_file(file: File, size: u64) -> FileSource {
+        FileSource { file, size }
     }
 }
 

@@ -1,5 +1,7 @@
 //! `vbproxy`: a thin command line over the `guestfs` library.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `sys` (the block ioctls and SG_IO) is the one
+// module allowed unsafe code (docs/DECISIONS-lun.md).
+#![deny(unsafe_code)]
 
 mod export;
 mod files;
@@ -11,6 +13,8 @@ mod lun;
 mod map;
 mod restore;
 mod source;
+#[allow(unsafe_code)]
+mod sys;
 mod tar;
 mod vm;
 
@@ -122,6 +126,84 @@ enum Command {
         #[arg(long)]
         source: Option<PathBuf>,
     },
+    /// SAN LUNs: list them, validate them against the cluster inventory.
+    Lun {
+        #[command(subcommand)]
+        command: LunCommand,
+    },
+    /// The cluster inventory (docs/INVENTORY.md).
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
+    /// Read-only enforcement (kernel BLKROSET) on SAN LUNs.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LunCommand {
+    /// Every SCSI disk: H:C:T:L, LUN, identity (VPD 0x80/0x83), size, ro flag, content.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// List the LUNs an iSCSI portal presents instead (built-in initiator).
+        #[arg(long, value_name = "PORTAL")]
+        iscsi: Option<String>,
+    },
+    /// Check every inventory LUN: LUN number, identifier and signature (exit 3 on mismatch).
+    Validate {
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// Build an inventory from saved `esxcli storage core device list`,
+    /// `esxcli storage vmfs extent list` (and `esxcli storage core path list`) output.
+    ImportEsxcli {
+        #[arg(long)]
+        devices: PathBuf,
+        #[arg(long)]
+        extents: PathBuf,
+        /// `esxcli storage core path list` output: gives the LUN numbers.
+        #[arg(long)]
+        paths: Option<PathBuf>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardCommand {
+    /// Set the kernel read-only flag and prove it (BLKROGET and sysfs ro).
+    Apply {
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Every SCSI disk except the appliance's own (holding / or any mount).
+        #[arg(long)]
+        all_san: bool,
+        #[arg(long = "device", value_name = "DEV")]
+        devices: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show read-only state; exit 3 listing any writable LUN as a hazard.
+    Status {
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        #[arg(long)]
+        all_san: bool,
+        #[arg(long = "device", value_name = "DEV")]
+        devices: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -168,6 +250,17 @@ fn main() -> ExitCode {
         Command::Cat { args } => with_tail(args, 1, |s, t| files::cat(s, &t[0])),
         Command::Cp { args } => with_tail(args, 2, |s, t| files::cp(s, &t[0], std::path::Path::new(&t[1]))),
         Command::Tar { path, sources } => files::tar(&sources, &path),
+        Command::Lun { command: LunCommand::List { json, iscsi } } => lun::cli::list(json, iscsi.as_deref()),
+        Command::Lun { command: LunCommand::Validate { inventory, json } } => lun::cli::validate(&inventory, json),
+        Command::Inventory { command: InventoryCommand::ImportEsxcli { devices, extents, paths, output } } => {
+            lun::cli::import_esxcli(&devices, &extents, paths.as_deref(), output.as_deref())
+        }
+        Command::Guard { command: GuardCommand::Apply { inventory, all_san, devices, json } } => {
+            lun::cli::guard(true, inventory.as_deref(), all_san, &devices, json)
+        }
+        Command::Guard { command: GuardCommand::Status { inventory, all_san, devices, json } } => {
+            lun::cli::guard(false, inventory.as_deref(), all_san, &devices, json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,6 +288,9 @@ fn with_tail(args: Vec<String>, tail: usize, f: impl FnOnce(&[PathBuf], &[String
 /// Maps an error to the documented exit code: safety refusals are 3.
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.downcast_ref::<lun::Refused>().is_some() {
+            return EXIT_REFUSED;
+        }
         if let Some(g) = cause.downcast_ref::<guestfs::Error>() {
             if g.is_safety_refusal() {
                 return EXIT_REFUSED;

@@ -59,6 +59,39 @@ pub struct Content {
     /// For a partitioned LUN, what the datastore partition holds (`vmfs`...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
+    /// For a partitioned LUN, the number of the datastore partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_number: Option<u32>,
+    /// VMFS: the LVM volume (extent) UUID of the LVM header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_uuid: Option<String>,
+    /// VMFS: the FS info version byte (3, 5, 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why the content could not be fully read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Content {
+    /// What holds the datastore: the datastore partition's content on a
+    /// partitioned LUN, else the LUN's own.
+    pub fn effective_kind(&self) -> &str {
+        self.partition.as_deref().unwrap_or(&self.kind)
+    }
+}
+
+impl LunInfo {
+    /// Whether `id` (an inventory's `naa.…`/`eui.…`/`t10.…`/serial) names
+    /// this LUN: its preferred id, any logical-unit designator, or its
+    /// unit serial number. Case-insensitive (ESXi prints lower-case hex).
+    pub fn has_id(&self, id: &str) -> bool {
+        let id = id.trim();
+        let eq = |s: &str| s.eq_ignore_ascii_case(id);
+        self.id.as_deref().is_some_and(eq)
+            || self.designators.iter().any(|d| d.association == "lun" && eq(&d.value))
+            || self.serial.as_deref().is_some_and(|s| eq(s) || id.strip_prefix("serial.").is_some_and(|x| x == s))
+    }
 }
 
 impl DesignatorInfo {
