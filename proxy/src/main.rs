@@ -5,12 +5,14 @@
 
 mod export;
 mod files;
+mod fuse;
 mod guest;
 mod inspect;
 mod inventory;
 mod iscsi_source;
 mod lun;
 mod map;
+mod mount;
 mod restore;
 mod source;
 #[allow(unsafe_code)]
@@ -117,6 +119,37 @@ enum Command {
         #[arg(long)]
         no_manifest: bool,
         source: PathBuf,
+    },
+    /// Serve the guest tree read-only over FUSE: `mount [--foreground]
+    /// [--allow-other] [--pid-file FILE] SOURCE... MOUNTPOINT`. Returns once
+    /// the mount is live; the server runs on in the background.
+    Mount {
+        /// Serve in this process instead of starting a background server.
+        #[arg(long)]
+        foreground: bool,
+        /// Let users other than root in (modes are still checked).
+        #[arg(long)]
+        allow_other: bool,
+        /// Write the server's pid to FILE (removed when it exits).
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// Append the server's log (read errors name the file) to FILE.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Internal: the server started by `mount` without --foreground.
+        #[arg(long, hide = true)]
+        daemon_child: bool,
+        /// SOURCE... MOUNTPOINT
+        #[arg(required = true, num_args = 2..)]
+        args: Vec<PathBuf>,
+    },
+    /// Unmount a `vbproxy mount` and wait for its server to exit.
+    Umount {
+        /// Detach now even if busy; the mount goes away when the last
+        /// open file is closed.
+        #[arg(short = 'l', long)]
+        lazy: bool,
+        mountpoint: PathBuf,
     },
     /// Check an export against its manifest (and against its source, if given).
     Verify {
@@ -261,6 +294,11 @@ fn main() -> ExitCode {
         Command::Guard { command: GuardCommand::Status { inventory, all_san, devices, json } } => {
             lun::cli::guard(false, inventory.as_deref(), all_san, &devices, json)
         }
+        Command::Mount { foreground, allow_other, pid_file, log, daemon_child, mut args } => {
+            let mount_point = args.pop().unwrap_or_default();
+            mount::mount(mount::MountArgs { foreground, allow_other, pid_file, log, daemon_child, sources: args, mount_point })
+        }
+        Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
