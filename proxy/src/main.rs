@@ -9,6 +9,7 @@ mod fuse;
 mod guest;
 mod inspect;
 mod inventory;
+mod job;
 mod iscsi_source;
 mod lun;
 mod map;
@@ -142,6 +143,11 @@ enum Command {
         /// SOURCE... MOUNTPOINT
         #[arg(required = true, num_args = 2..)]
         args: Vec<PathBuf>,
+    },
+    /// Backup jobs driven by a backup product's pre/post commands (docs/BACKUP.md).
+    Backup {
+        #[command(subcommand)]
+        command: job::BackupCommand,
     },
     /// Unmount a `vbproxy mount` and wait for its server to exit.
     Umount {
@@ -299,6 +305,7 @@ fn main() -> ExitCode {
             mount::mount(mount::MountArgs { foreground, allow_other, pid_file, log, daemon_child, sources: args, mount_point })
         }
         Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
+        Command::Backup { command } => job::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -326,6 +333,9 @@ fn with_tail(args: Vec<String>, tail: usize, f: impl FnOnce(&[PathBuf], &[String
 /// Maps an error to the documented exit code: safety refusals are 3.
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(code) = job::exit_code(cause) {
+            return code;
+        }
         if cause.downcast_ref::<lun::Refused>().is_some() {
             return EXIT_REFUSED;
         }
