@@ -19,6 +19,7 @@ pub mod namespace;
 pub mod os;
 pub mod tree;
 pub mod vm;
+pub mod vmfs;
 pub mod volume;
 
 pub use error::{Error, Result};

@@ -1,7 +1,8 @@
 //! Opening SOURCE arguments as one guest tree, and helpers the file-level
 //! commands share.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use guestfs::disk::Disk;
 use guestfs::block::ReadAt;
 use guestfs::fs::{FileKind, Stat};
 use guestfs::tree::GuestTree;
@@ -9,13 +10,41 @@ use guestfs::volume::DiskSource;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Opens every source (with its snapshot chain) as `disk0`, `disk1`...
-pub fn open_tree(sources: &[PathBuf]) -> Result<GuestTree> {
-    let mut disks: Vec<(String, Arc<dyn ReadAt>)> = Vec::new();
-    for (i, s) in sources.iter().enumerate() {
-        let disk = crate::source::open(s)?;
-        disks.push((format!("disk{i}"), Arc::new(DiskSource(disk))));
+/// Opens every source with its snapshot chain, named as in the guest
+/// tree: images `disk0`, `disk1`... in order; the disks of a `.vmx` by
+/// controller slot (`scsi0-0`), its skipped disks named on stderr.
+pub fn open_disks(sources: &[PathBuf]) -> Result<Vec<(String, Disk)>> {
+    let mut out: Vec<(String, Disk)> = Vec::new();
+    let mut images = 0;
+    for s in sources {
+        if crate::source::is_vmx(s) {
+            let vm = crate::vm::load_vm(&s.to_string_lossy())?;
+            for (slot, reason) in &vm.skipped {
+                eprintln!("vbproxy: {}: {slot}: {reason}", vm.vmx);
+            }
+            if vm.disks.is_empty() {
+                bail!("{}: the VM has no disk to back up", vm.vmx);
+            }
+            for d in &vm.disks {
+                let disk = crate::source::open(std::path::Path::new(&d.spec)).with_context(|| format!("{}: disk {}", vm.vmx, d.slot))?;
+                out.push((d.slot.clone(), disk));
+            }
+        } else {
+            out.push((format!("disk{images}"), crate::source::open(s)?));
+            images += 1;
+        }
     }
+    let mut names: Vec<&str> = out.iter().map(|d| d.0.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!("two disks would both be named {} in the guest tree: give one VM at a time", w[0]);
+    }
+    Ok(out)
+}
+
+/// Opens every source as one guest tree (see [`open_disks`] for the names).
+pub fn open_tree(sources: &[PathBuf]) -> Result<GuestTree> {
+    let disks = open_disks(sources)?.into_iter().map(|(n, d)| (n, Arc::new(DiskSource(d)) as Arc<dyn ReadAt>)).collect();
     Ok(GuestTree::open(disks)?)
 }
 

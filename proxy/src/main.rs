@@ -3,6 +3,7 @@
 // module allowed unsafe code (docs/DECISIONS-lun.md).
 #![deny(unsafe_code)]
 
+mod datastore;
 mod export;
 mod files;
 mod fuse;
@@ -157,6 +158,16 @@ enum Command {
         lazy: bool,
         mountpoint: PathBuf,
     },
+    /// Datastores: `datastore ls [-l] [--json] SOURCE [PATH]`.
+    Datastore {
+        #[command(subcommand)]
+        command: DatastoreCommand,
+    },
+    /// Virtual machines on the inventory's datastores.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
     /// Check an export against its manifest (and against its source, if given).
     Verify {
         /// The exported image (its manifest is OUT.manifest.json).
@@ -245,6 +256,32 @@ enum GuardCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum DatastoreCommand {
+    /// List the files of a datastore (VMFS, NTFS or ext4 on a device, LUN
+    /// or image; or a local directory).
+    Ls {
+        #[arg(short, long)]
+        long: bool,
+        #[arg(long)]
+        json: bool,
+        source: String,
+        /// Directory or file inside the datastore (default `/`).
+        path: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// VMs on the inventory's datastores: disks, skipped disks, snapshots.
+    List {
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
@@ -282,6 +319,8 @@ fn main() -> ExitCode {
             };
             export::run(&source, &args)
         }
+        Command::Datastore { command: DatastoreCommand::Ls { long, json, source, path } } => datastore::ls(&source, path.as_deref(), long, json),
+        Command::Vm { command: VmCommand::List { inventory, json } } => vm::list(&inventory, json),
         Command::Verify { output, source } => export::verify(&output, source.as_deref()),
         Command::Ls { long, recursive, json, args } => {
             with_tail(args, 1, |s, t| files::ls(s, &t[0], long, recursive, json))
