@@ -160,14 +160,7 @@ fn read_json(p: &Path) -> Result<serde_json::Value> {
 /// Reads a whole (small) file through the source layer: a local path, or
 /// a file inside a datastore (`SOURCE#/dir/name`).
 pub fn read_spec(spec: &str, max: u64) -> Result<Vec<u8>> {
-    let src = crate::source::open_block(spec).with_context(|| format!("{spec}: cannot open"))?;
-    let size = src.size();
-    if size > max {
-        bail!("{spec}: {size} bytes; larger than the {max} bytes a VM configuration file may have");
-    }
-    let mut buf = vec![0u8; usize::try_from(size).context("file size")?];
-    src.read_exact_at(&mut buf, 0).with_context(|| format!("{spec}: read failed"))?;
-    Ok(buf)
+    crate::source::locate(spec)?.read_small(usize::try_from(max).unwrap_or(usize::MAX))
 }
 
 fn copy_file(spec: &str, dest: &Path) -> Result<CopiedFile> {

@@ -58,7 +58,8 @@ pub fn run(a: &PrepareArgs) -> Result<()> {
         eprintln!("vbproxy: warning: VM {}: disk {slot} {reason}", vm.name);
     }
     let top: Vec<(String, String)> = vm.disks.iter().map(|d| (d.slot.clone(), d.spec.clone())).collect();
-    let chosen = snapshot::choose(&Want::parse(a.snapshot.as_deref()), &snapshot_tree(&vm)?, &top, &vm.vmx)?;
+    let want = Want::parse(a.snapshot.as_deref());
+    let chosen = snapshot::choose(&want, &snapshot_tree(&vm, &want)?, &top, &vm.vmx)?;
     for w in &chosen.warnings {
         eprintln!("vbproxy: warning: VM {}: {w}", vm.name);
     }
@@ -189,13 +190,16 @@ pub fn is_plain_name(n: &str) -> bool {
     !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0') && n.len() <= 255
 }
 
-/// The VM's snapshot tree from its `.vmsd`, if it has one.
-fn snapshot_tree(vm: &VmConfig) -> Result<SnapshotTree> {
-    let Some(f) = vm.files.iter().find(|f| f.name.to_ascii_lowercase().ends_with(".vmsd")) else {
+/// The VM's snapshot tree from its `.vmsd`, if it has one. A `.vmsd`
+/// that cannot be read stops the job unless the running disks were asked
+/// for: guessing which state the disks are in is not an option.
+fn snapshot_tree(vm: &VmConfig, want: &Want) -> Result<SnapshotTree> {
+    if let (Some(e), false) = (&vm.vmsd_error, *want == Want::Running) {
+        bail!("VM {}: its snapshot file cannot be read ({e}); fix it or choose --snapshot running", vm.name);
+    }
+    let Some(vmsd) = &vm.vmsd else {
         return Ok(SnapshotTree::default());
     };
-    let bytes = fullvm::read_spec(&f.spec, guestfs::vm::MAX_CONFIG_BYTES as u64)?;
-    let vmsd = guestfs::vm::vmsd::Vmsd::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", f.spec))?;
     Ok(SnapshotTree {
         current: vmsd.current,
         snapshots: vmsd
