@@ -512,7 +512,65 @@ def define(inp, s, only):
                 goals=[("ratio", "vbproxy tar", "kernel ext4 (ro loop mount) + GNU tar (mount+umount timed)",
                         ">=", 0.8)]))
             benches[-1].tar_check(img, nfiles, nbytes)
+    benches += define_fuse(inp, s, only)
     return benches
+
+
+# ---------------------------------------------------------------- D. FUSE read
+
+
+def fuse_big_file_image(inp, size):
+    """An ext4 image (mkfs.ext4 -d) holding one `size`-byte random file,
+    big.bin, in a raw image: the guest tree path is /fs/big.bin."""
+    def build(path):
+        src = inp.path("fuse-src")
+        sh(f"rm -rf {src} && mkdir -p {src} && head -c {size} /dev/urandom > {src}/big.bin "
+           f"&& truncate -s {size + size // 8 + 64 * MIB} {path} "
+           f"&& mkfs.ext4 -q -F -L fusebench -d {src} {path} && rm -rf {src}")
+    return inp.cached("fuse-ext4.img", ("fuse-ext4-v1", size), build)
+
+
+# Dropping the page cache needs a writable /proc/sys/vm/drop_caches; both
+# sides try it, so both read the image the same way either way.
+DROP_CACHES = "sync; (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null || true"
+
+
+def fuse_side(label, img, mnt):
+    # A fresh mount every run: its page cache starts empty (the kernel
+    # keeps a FUSE file's pages only while the mount lives). Mount and
+    # umount are timed, as vbproxy cat opens the image itself.
+    script = f"""{DROP_CACHES}
+{VBPROXY} mount --pid-file {mnt}.pid {img} {mnt}
+{TIME} "$RSS_cat" cat {mnt}/disk0/fs/big.bin > /dev/null
+awk '/VmHWM/ {{print $2}}' /proc/$(cat {mnt}.pid)/status > "$RSS_vbproxy_mount"
+{VBPROXY} umount {mnt}"""
+    return Side(label, script, ours=True, rss=("cat", "vbproxy-mount"))
+
+
+def define_fuse(inp, s, only):
+    """D.a: reading a large guest file through `vbproxy mount` with cat,
+    against `vbproxy cat` of the same file."""
+    bid = "D.a fuse-read"
+    if only and not any(o in bid for o in only):
+        return []
+    size = 2 * GIB if s["dir"] == "target/bench" else 128 * MIB
+    img = fuse_big_file_image(inp, size)
+    mnt = inp.path("fuse-mnt")
+    os.makedirs(os.path.join(ROOT, mnt), exist_ok=True)
+    cat = Side("vbproxy cat", f'{DROP_CACHES}\n{TIME} "$RSS_vbproxy" {VBPROXY} cat {img} /fs/big.bin > /dev/null',
+               ours=False)
+    b = Bench(
+        bid, f"Read a {human_bytes(size)} file of an ext4 image through `vbproxy mount` (cat > /dev/null) "
+             "vs `vbproxy cat`",
+        [fuse_side("cat through vbproxy mount (mount+umount timed)", img, mnt), cat],
+        size, f"one {human_bytes(size)} random file", [img], s["reps_slow"],
+        target=">= 0.7x",
+        goals=[("ratio", "cat through vbproxy mount (mount+umount timed)", "vbproxy cat", ">=", 0.7)],
+        notes=["Each FUSE run mounts afresh, so no page of the file is in the mount's page cache; "
+               "drop_caches is attempted before every run of both sides (a container may refuse it; "
+               "then both sides read the image from the host page cache alike).",
+               "Ratio = time(vbproxy cat) / time(cat through the mount): 1.0x means FUSE costs nothing."])
+    return [b]
 
 
 # ---------------------------------------------------------------- report

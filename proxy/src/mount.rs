@@ -120,6 +120,7 @@ fn serve(a: &MountArgs, mount_point: &Path) -> Result<()> {
     }
     let tree = Arc::new(crate::guest::open_tree(&a.sources)?);
     let mounted = fuse::mount(tree, mount_point, &MountOptions { allow_other: a.allow_other })?;
+    widen_readahead(mount_point);
     let state = state_file(mount_point);
     let pid = std::process::id();
     if let Some(s) = &state {
@@ -153,6 +154,19 @@ fn serve(a: &MountArgs, mount_point: &Path) -> Result<()> {
     }
     tracing::info!("{}: unmounted; server exits", mount_point.display());
     res
+}
+
+/// Readahead window of the mount (the kernel starts FUSE mounts at 128 KiB):
+/// 4 MiB keeps several 1 MiB reads in flight for a sequential reader, which
+/// roughly halves the time of `cat` of a large file. Only the mount's own
+/// backing-device setting is touched; failing is harmless (slower reads).
+fn widen_readahead(mount_point: &Path) {
+    const READAHEAD_KB: u32 = 4096;
+    let Some(entry) = mountinfo::find(mount_point).ok().flatten() else { return };
+    let knob = format!("/sys/class/bdi/{}/read_ahead_kb", entry.dev);
+    if let Err(e) = std::fs::write(&knob, READAHEAD_KB.to_string()) {
+        tracing::debug!("{knob}: {e}; readahead left at the kernel default");
+    }
 }
 
 /// stdout to /dev/null, stderr (the log) to `log` or /dev/null.
