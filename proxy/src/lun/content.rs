@@ -76,7 +76,7 @@ pub fn probe_vmfs(src: &dyn ReadAt) -> Option<Content> {
     for off in VMFS_FS_OFFSETS {
         let Some(fs) = read(src, off, 512) else { continue };
         if le32(&fs, 0) == Some(VMFS_FS_MAGIC) {
-            c.version = fs.get(4).map(|v| format!("{v}"));
+            c.version = fs.get(8).map(|v| format!("{v}"));
             c.uuid = fs.get(VMFS_FS_UUID..).and_then(vmfs_uuid);
             c.label = fs.get(VMFS_FS_LABEL..VMFS_FS_LABEL + VMFS_LABEL_LEN).and_then(text);
             break;
@@ -168,7 +168,7 @@ pub fn probe(src: Arc<dyn ReadAt>, name: &str) -> Content {
 /// the largest; its content is reported as `partition`.
 fn probe_partitioned(src: Arc<dyn ReadAt>, name: &str, kind: &str) -> Content {
     let mut c = Content { kind: kind.into(), ..Default::default() };
-    let found = match guestfs::volume::find_volumes(&[src.clone()]) {
+    let found = match guestfs::volume::find_volumes(std::slice::from_ref(&src)) {
         Ok(mut v) => v.pop().unwrap_or_default(),
         Err(e) => {
             c.error = Some(format!("{name}: partition table: {e}"));
@@ -211,7 +211,7 @@ mod tests {
         d[0x10_0000..0x10_0004].copy_from_slice(&VMFS_LVM_MAGIC.to_le_bytes());
         let fs = 0x120_0000;
         d[fs..fs + 4].copy_from_slice(&VMFS_FS_MAGIC.to_le_bytes());
-        d[fs + 4] = 5;
+        d[fs + 8] = 5;
         let uuid = [0xa2, 0x08, 0x80, 0x4d, 0x8c, 0x96, 0x40, 0x99, 0xdf, 0x04, 0x00, 0x1e, 0x4f, 0x1f, 0xbf, 0x2a];
         d[fs + 9..fs + 25].copy_from_slice(&uuid);
         d[fs + 0x1d..fs + 0x1d + 5].copy_from_slice(b"ds-01");

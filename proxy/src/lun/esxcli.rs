@@ -139,6 +139,12 @@ pub fn build(devices: &[EsxDevice], extents: &[EsxExtent], luns: Option<&BTreeMa
     for (name, mut exts) in vols {
         exts.sort_by_key(|e| e.extent);
         let head = exts[0];
+        // A host-local disk (the ESXi boot disk's datastore1) is never
+        // zoned to the proxy: no SAN LUN to validate.
+        if exts.iter().any(|e| devices.iter().any(|d| d.id.eq_ignore_ascii_case(&e.device) && d.get("Is Local") == Some("true"))) {
+            warnings.push(format!("datastore {name}: on a host-local disk ({}); not a SAN datastore, left out", head.device));
+            continue;
+        }
         if head.extent != 0 {
             warnings.push(format!("datastore {name}: no extent 0 in the extent list; using extent {}", head.extent));
         }

@@ -185,6 +185,7 @@ pub fn status(targets: &[Target]) -> Vec<Entry> {
 }
 
 /// Inventory LUNs reachable here as block devices that are writable.
+#[allow(dead_code)] // used by lun::require_read_only
 pub fn writable_inventory_luns(inv: &Inventory, pool: &mut LunPool) -> Result<Vec<String>> {
     let t = targets(Some(inv), false, &[], pool)?;
     Ok(status(&t).into_iter().filter(|e| !e.ok).map(|e| format!("{} ({})", e.device, e.why.join(", "))).collect())

@@ -65,7 +65,7 @@ pub struct Content {
     /// VMFS: the LVM volume (extent) UUID of the LVM header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_uuid: Option<String>,
-    /// VMFS: the FS info version byte (3, 5, 6).
+    /// VMFS: the FS info version byte (3, 5, 6), offset 8 of the FS info.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Why the content could not be fully read.

@@ -146,7 +146,7 @@ pub fn parse_iscsi_url(url: &str) -> Option<(String, String, u64)> {
 #[derive(Debug, Clone)]
 pub enum Resolved {
     /// A LUN with an identity to check.
-    Lun(LunInfo),
+    Lun(Box<LunInfo>),
     /// A plain image file or a non-SCSI block device (tests, NFS-like
     /// stores): no identity to check.
     Unverified(PathBuf),
@@ -176,7 +176,7 @@ impl LunPool {
     pub fn resolve(&mut self, id: &str, source: Option<&str>) -> Resolved {
         let Some(source) = source else {
             return match self.local.iter().find(|l| l.has_id(id)) {
-                Some(l) => Resolved::Lun(l.clone()),
+                Some(l) => Resolved::Lun(Box::new(l.clone())),
                 None => Resolved::Missing(format!("no local SCSI disk has identifier {id}")),
             };
         };
@@ -189,8 +189,8 @@ impl LunPool {
                 .entry(format!("{portal}/{iqn}"))
                 .or_insert_with(|| crate::iscsi_source::list_luns(&portal, Some(&iqn)).map_err(|e| format!("{e:#}")));
             return match listed {
-                Ok(luns) => match luns.iter().find(|l| l.lun == lun && l.target.as_deref().map_or(true, |t| t == iqn)) {
-                    Some(l) => Resolved::Lun(l.clone()),
+                Ok(luns) => match luns.iter().find(|l| l.lun == lun && !matches!(l.target.as_deref(), Some(t) if t != iqn)) {
+                    Some(l) => Resolved::Lun(Box::new(l.clone())),
                     None => Resolved::Missing(format!("{source}: the target presents no LUN {lun}")),
                 },
                 Err(e) => Resolved::Missing(e.clone()),
@@ -200,14 +200,14 @@ impl LunPool {
         if device::is_block_device(path) {
             let name = sysfs::kernel_name(path);
             if let Some(l) = self.local.iter().find(|l| Path::new(&l.device).file_name().and_then(|n| n.to_str()) == name.as_deref()) {
-                return Resolved::Lun(l.clone());
+                return Resolved::Lun(Box::new(l.clone()));
             }
             return Resolved::Unverified(path.to_owned());
         }
         if path.is_file() {
             // Under a sysfs fixture, image files stand in for device nodes.
             if let Some(l) = self.local.iter().find(|l| Path::new(&l.device) == path) {
-                return Resolved::Lun(l.clone());
+                return Resolved::Lun(Box::new(l.clone()));
             }
             return Resolved::Unverified(path.to_owned());
         }
@@ -216,6 +216,7 @@ impl LunPool {
 }
 
 /// A datastore of the inventory, opened for reading.
+#[allow(dead_code)] // used by the VM/backup jobs
 pub struct OpenDatastore {
     pub name: String,
     /// For an array snapshot LUN: the datastore it is a snapshot of.
@@ -225,6 +226,7 @@ pub struct OpenDatastore {
 }
 
 /// Opens one validated LUN read-only.
+#[allow(dead_code)] // used by the VM/backup jobs
 fn open_resolved(r: &Resolved, source: Option<&str>) -> Result<Arc<dyn ReadAt>> {
     match r {
         Resolved::Lun(l) if l.device.starts_with("iscsi://") => crate::iscsi_source::open(&l.device),
@@ -253,6 +255,7 @@ fn open_resolved(r: &Resolved, source: Option<&str>) -> Result<Arc<dyn ReadAt>> 
 /// signature mismatch, writable LUN, undeclared snapshot) refuses the
 /// whole call with exit 3, since it means the inventory and the SAN
 /// disagree about what the proxy would read.
+#[allow(dead_code)] // used by the VM/backup jobs
 pub fn open_datastores(inv: &Inventory) -> Result<Vec<OpenDatastore>> {
     let mut pool = LunPool::discover()?;
     let report = validate::validate(inv, &mut pool);
@@ -291,6 +294,7 @@ pub fn open_datastores(inv: &Inventory) -> Result<Vec<OpenDatastore>> {
 
 /// Refuses (exit 3) while any LUN of the inventory that this proxy can
 /// reach as a block device is writable. Jobs call it before they start.
+#[allow(dead_code)] // used by the VM/backup jobs
 pub fn require_read_only(inv: &Inventory) -> Result<()> {
     let mut pool = LunPool::discover()?;
     let writable = guard::writable_inventory_luns(inv, &mut pool)?;
@@ -302,4 +306,82 @@ pub fn require_read_only(inv: &Inventory) -> Result<()> {
         writable.join(", ")
     ))
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    //! `open_datastores` and `require_read_only` over a one-disk sysfs
+    //! fixture (the e2e tests cover `lun validate` / `guard` themselves).
+    use super::*;
+    use crate::inventory::DatastoreEntry;
+    use std::os::unix::fs::FileExt;
+
+    fn entry(uuid: &str) -> DatastoreEntry {
+        DatastoreEntry {
+            name: "ds".into(),
+            lun: Some(4),
+            device: "naa.60014050000000000000000000000042".into(),
+            kind: Some("vmfs".into()),
+            uuid: Some(uuid.into()),
+            label: None,
+            partition: None,
+            source: None,
+            extents: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn open_datastores_validates_first() {
+        let root = std::env::temp_dir().join(format!("vbproxy-lun-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let disk = root.join("sys/block/sdq");
+        std::fs::create_dir_all(disk.join("device/scsi_device/1:0:0:4")).unwrap();
+        std::fs::write(disk.join("device/type"), "0\n").unwrap();
+        std::fs::write(disk.join("size"), "40960\n").unwrap();
+        std::fs::write(disk.join("ro"), "1\n").unwrap();
+        let naa = [0x60u8, 0x01, 0x40, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42];
+        let mut page = vec![0, 0x83, 0, 20, 0x01, 0x03, 0, 16];
+        page.extend_from_slice(&naa);
+        std::fs::write(disk.join("device/vpd_pg83"), page).unwrap();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        let img = std::fs::File::create(root.join("dev/sdq")).unwrap();
+        img.set_len(20 << 20).unwrap();
+        img.write_all_at(&0xc001_d00du32.to_le_bytes(), 1 << 20).unwrap();
+        let mut fs = vec![0u8; 32];
+        fs[0..4].copy_from_slice(&0x2fab_f15eu32.to_le_bytes());
+        fs[9..25].copy_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 4, 5, 6, 7, 8, 9]);
+        img.write_all_at(&fs, 0x120_0000).unwrap();
+        std::env::set_var("VBPROXY_SYSFS_ROOT", root.join("sys"));
+        std::env::set_var("VBPROXY_DEV_ROOT", root.join("dev"));
+        let uuid = "00000001-00000002-0003-040506070809";
+
+        let mut inv = Inventory { datastores: vec![entry(uuid)], ..Default::default() };
+        let open = open_datastores(&inv).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].extents[0].size(), 20 << 20);
+        require_read_only(&inv).unwrap();
+
+        // A signature mismatch refuses the whole call (exit 3).
+        inv.datastores[0].uuid = Some("00000009-00000002-0003-040506070809".into());
+        let e = open_datastores(&inv).err().unwrap();
+        assert!(e.downcast_ref::<Refused>().is_some(), "{e:#}");
+        assert!(format!("{e:#}").contains("uuid: inventory says 00000009"), "{e:#}");
+
+        // A missing LUN is skipped...
+        inv.datastores[0] = entry("0000000a-00000002-0003-040506070809");
+        inv.datastores[0].device = "naa.6001405000000000000000000000ffff".into();
+        assert!(open_datastores(&inv).unwrap().is_empty());
+        // ...but one whose VMFS UUID is carried by another LUN: that LUN is
+        // an undeclared snapshot or copy, refused.
+        inv.datastores[0].uuid = Some(uuid.into());
+        let e = open_datastores(&inv).err().unwrap();
+        assert!(format!("{e:#}").contains("undeclared-snapshot"), "{e:#}");
+
+        // A writable LUN: refused by both.
+        inv.datastores[0] = entry(uuid);
+        std::fs::write(disk.join("ro"), "0\n").unwrap();
+        assert!(open_datastores(&inv).err().unwrap().downcast_ref::<Refused>().is_some());
+        assert!(require_read_only(&inv).err().unwrap().downcast_ref::<Refused>().is_some());
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -101,6 +101,7 @@ fn lun_view(l: &LunInfo) -> View {
 }
 
 impl Check {
+    #[allow(dead_code)] // used by lun::open_datastores
     pub fn is_missing(&self) -> bool {
         self.problems.iter().any(|p| p.field == "missing")
     }
