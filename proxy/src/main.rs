@@ -115,6 +115,21 @@ enum Command {
         source: PathBuf,
     },
     /// Check an export against its manifest (and against its source, if given).
+    /// List the LUNs an iSCSI portal offers, with their identifiers
+    /// (alias of `lun list --iscsi PORTAL`).
+    #[command(hide = true)]
+    IscsiLs {
+        /// `HOST[:PORT]` or `[IPv6]:PORT`.
+        portal: String,
+        #[arg(long)]
+        json: bool,
+        /// CHAP user (secret from --chap-secret-file or VBPROXY_ISCSI_SECRET).
+        #[arg(long)]
+        user: Option<String>,
+        /// File whose first line is the CHAP secret.
+        #[arg(long)]
+        chap_secret_file: Option<PathBuf>,
+    },
     Verify {
         /// The exported image (its manifest is OUT.manifest.json).
         output: PathBuf,
@@ -160,6 +175,9 @@ fn main() -> ExitCode {
                 manifest: !no_manifest,
             };
             export::run(&source, &args)
+        }
+        Command::IscsiLs { portal, json, user, chap_secret_file } => {
+            iscsi_source::ls(&portal, json, user.as_deref(), chap_secret_file.as_deref())
         }
         Command::Verify { output, source } => export::verify(&output, source.as_deref()),
         Command::Ls { long, recursive, json, args } => {
