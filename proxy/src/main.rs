@@ -168,6 +168,21 @@ enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// List the LUNs an iSCSI portal offers, with their identifiers
+    /// (alias of `lun list --iscsi PORTAL`).
+    #[command(hide = true)]
+    IscsiLs {
+        /// `HOST[:PORT]` or `[IPv6]:PORT`.
+        portal: String,
+        #[arg(long)]
+        json: bool,
+        /// CHAP user (secret from --chap-secret-file or VBPROXY_ISCSI_SECRET).
+        #[arg(long)]
+        user: Option<String>,
+        /// File whose first line is the CHAP secret.
+        #[arg(long)]
+        chap_secret_file: Option<PathBuf>,
+    },
     /// Check an export against its manifest (and against its source, if given).
     Verify {
         /// The exported image (its manifest is OUT.manifest.json).
@@ -321,6 +336,9 @@ fn main() -> ExitCode {
         }
         Command::Datastore { command: DatastoreCommand::Ls { long, json, source, path } } => datastore::ls(&source, path.as_deref(), long, json),
         Command::Vm { command: VmCommand::List { inventory, json } } => vm::list(&inventory, json),
+        Command::IscsiLs { portal, json, user, chap_secret_file } => {
+            iscsi_source::ls(&portal, json, user.as_deref(), chap_secret_file.as_deref())
+        }
         Command::Verify { output, source } => export::verify(&output, source.as_deref()),
         Command::Ls { long, recursive, json, args } => {
             with_tail(args, 1, |s, t| files::ls(s, &t[0], long, recursive, json))

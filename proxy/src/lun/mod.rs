@@ -187,7 +187,7 @@ impl LunPool {
             let listed = self
                 .remote
                 .entry(format!("{portal}/{iqn}"))
-                .or_insert_with(|| crate::iscsi_source::list_luns(&portal, Some(&iqn)).map_err(|e| format!("{e:#}")));
+                .or_insert_with(|| crate::iscsi_source::list_luns(&portal, crate::iscsi_source::auth_from(None, None).ok().flatten().as_ref()).map_err(|e| format!("{e:#}")));
             return match listed {
                 Ok(luns) => match luns.iter().find(|l| l.lun == lun && !matches!(l.target.as_deref(), Some(t) if t != iqn)) {
                     Some(l) => Resolved::Lun(Box::new(l.clone())),
