@@ -35,22 +35,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The FUSE tree at `t` (file job) against ntfs-3g and kernel ext4 mounts
-/// of the guest volumes, through a GNU tar round trip.
-fn assert_tree_matches_real_mounts(t: &Path, work: &Path) {
-    let ours_ntfs = content_hashes(&tar_roundtrip(&t.join("disk0/p1"), work, "fuse-ntfs"), None);
-    let ours_ext4 = content_hashes(&tar_roundtrip(&t.join("disk1/p1"), work, "fuse-ext4"), None);
-    let m = common::cli::mount_ntfs_ro(&ntfs_raw(), &work.join("oracle-ntfs"));
-    let theirs_ntfs = content_hashes(&m.dir, Some(&m.dir));
-    drop(m);
-    let e = common::cli::Mount::new(&ext4_raw(), 2048 * 512, 200 * MIB - 2048 * 512, "ext4", &work.join("oracle-ext4"), true);
-    let theirs_ext4 = content_hashes(&e.dir, Some(&e.dir));
-    drop(e);
-    assert_same_content(&ours_ntfs, &theirs_ntfs, "NTFS volume (FUSE + GNU tar vs ntfs-3g)");
-    let strip = |m: std::collections::BTreeMap<String, String>| m.into_iter().filter(|(k, _)| !k.starts_with("lost+found")).collect();
-    assert_same_content(&strip(ours_ext4), &strip(theirs_ext4), "ext4 volume (FUSE + GNU tar vs kernel ext4)");
-}
-
 #[test]
 fn file_mode_tree_matches_real_mounts_and_cleanup_is_complete() {
     let vm = backup_vm();
