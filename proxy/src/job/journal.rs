@@ -73,7 +73,12 @@ pub fn start_time(pid: u32) -> Option<u64> {
 fn parse_start_time(stat: &str) -> Option<u64> {
     let after = stat.get(stat.rfind(')')? + 1..)?;
     // After the name: field 3 (state) is the first; field 22 is the 20th.
-    after.split_whitespace().nth(19)?.parse().ok()
+    // A zombie (Z) or dead (X) process has stopped working for its job.
+    let mut fields = after.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// This boot's identifier.
@@ -265,6 +270,7 @@ mod tests {
         let stat = "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_start_time("1 (x) S 1"), None);
+        assert_eq!(parse_start_time(&stat.replace(") S ", ") Z ")), None, "a zombie is not alive");
         assert_eq!(parse_start_time("no paren"), None);
     }
 
