@@ -173,6 +173,7 @@ fn sigkill_during_export_and_of_the_fuse_server_then_stale_cleanup() {
     let out = w.ok(&["backup", "cleanup", "--stale"]);
     assert!(out.contains("stale, cleaned"), "{out}");
     assert!(!t.exists() || std::fs::read_dir(&t).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().ends_with(".partial")), "a .partial is left");
+    assert!(!t.exists(), "the target the killed prepare made is gone with all it held");
     assert!(mounts_under(&f).is_empty(), "the dead mount is left at {}", f.display());
     let left: Vec<String> = w.entries().iter().map(|e| e["target"].as_str().unwrap().to_owned()).collect();
     assert_eq!(left, [s(&live)], "only the live job stays");

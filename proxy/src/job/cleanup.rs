@@ -13,9 +13,10 @@ pub enum Kind {
     /// The job is over: unmount, remove every file it made, its target
     /// directory if it made it and it is empty.
     Full,
-    /// The job died: detach its mount, remove its unfinished (`.partial`)
-    /// files and its target if it made it and it is empty. Finished
-    /// exports stay (they may be what a backup already read).
+    /// A ready job whose process is gone or that predates this boot:
+    /// detach its mount, remove its unfinished (`.partial`) files and its
+    /// target if it made it and it is empty. Finished exports stay (they
+    /// may be what a backup already read).
     Stale,
 }
 
@@ -25,7 +26,7 @@ pub fn teardown(_journal: &Journal, job: &JobRecord, kind: Kind) -> Result<Vec<S
     if let Some(m) = &job.mount {
         if m.started {
             let server_dead = m.server.as_ref().is_some_and(|s| !s.is_alive());
-            if let Some(how) = filemode::unmount(&m.dir, kind == Kind::Stale && server_dead)? {
+            if let Some(how) = filemode::unmount(&m.dir, server_dead)? {
                 done.push(format!("{}: {how}", m.dir.display()));
             }
             let _ = std::fs::remove_file(&m.pid_file);
@@ -105,7 +106,10 @@ pub fn stale(json: bool) -> Result<()> {
         if job.is_live() {
             continue;
         }
-        match teardown(&journal, &job, Kind::Stale).and_then(|done| journal.remove(&job.id).map(|()| done)) {
+        // A job that never became ready handed nothing to a backup tool:
+        // all it made goes. A ready one keeps its finished exports.
+        let kind = if job.state == JobState::Preparing { Kind::Full } else { Kind::Stale };
+        match teardown(&journal, &job, kind).and_then(|done| journal.remove(&job.id).map(|()| done)) {
             Ok(done) => report.push((job, done)),
             Err(e) => failed.push(format!("job {}: {e:#}", job.id)),
         }
