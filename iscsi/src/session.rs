@@ -273,12 +273,15 @@ pub struct Session {
     cfg: SessionConfig,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     itt: AtomicU32,
+    /// Once logged in, a refused login (target not yet configured again
+    /// after a restart, target busy) is retried like a lost connection.
+    ever_connected: AtomicBool,
 }
 
 impl Session {
     /// Logs in now (so a wrong address or secret fails at open).
     pub async fn open(cfg: SessionConfig) -> Result<Session> {
-        let s = Session { cfg, conn: tokio::sync::Mutex::new(None), itt: AtomicU32::new(1) };
+        let s = Session { cfg, conn: tokio::sync::Mutex::new(None), itt: AtomicU32::new(1), ever_connected: AtomicBool::new(false) };
         s.connection().await?;
         Ok(s)
     }
@@ -320,6 +323,7 @@ impl Session {
         *conn.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
         tracing::debug!(portal = %self.cfg.portal, target = %self.cfg.target, "iSCSI login complete");
         *slot = Some(Arc::clone(&conn));
+        self.ever_connected.store(true, Ordering::Release);
         Ok(conn)
     }
 
@@ -387,6 +391,7 @@ impl Session {
                     s => return Err(Error::Scsi { command: cmd.name(), lun, detail: format!("SCSI status {s:#04x}") }),
                 },
                 Err(e) if e.is_connection() => e.to_string(),
+                Err(e @ Error::Login { .. }) if self.ever_connected.load(Ordering::Acquire) => e.to_string(),
                 Err(e) => return Err(e),
             };
             failures += 1;

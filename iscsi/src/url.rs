@@ -28,12 +28,18 @@ impl Auth {
     /// `VBPROXY_ISCSI_SECRET` or `VBPROXY_ISCSI_SECRET_FILE` (first line).
     pub fn from_env() -> Result<Option<Auth>> {
         let Ok(user) = std::env::var("VBPROXY_ISCSI_USER") else { return Ok(None) };
-        let secret = match (std::env::var("VBPROXY_ISCSI_SECRET"), std::env::var("VBPROXY_ISCSI_SECRET_FILE")) {
-            (Ok(s), _) => s,
-            (Err(_), Ok(f)) => secret_from_file(std::path::Path::new(&f))?,
-            _ => return Err(Error::Url("VBPROXY_ISCSI_USER is set but neither VBPROXY_ISCSI_SECRET nor VBPROXY_ISCSI_SECRET_FILE".into())),
-        };
+        let secret = secret_from_env()?
+            .ok_or_else(|| Error::Url("VBPROXY_ISCSI_USER is set but neither VBPROXY_ISCSI_SECRET nor VBPROXY_ISCSI_SECRET_FILE".into()))?;
         Ok(Some(Auth { user, secret, ..Auth::default() }))
+    }
+}
+
+/// `VBPROXY_ISCSI_SECRET`, else the first line of `VBPROXY_ISCSI_SECRET_FILE`.
+pub fn secret_from_env() -> Result<Option<String>> {
+    match (std::env::var("VBPROXY_ISCSI_SECRET"), std::env::var("VBPROXY_ISCSI_SECRET_FILE")) {
+        (Ok(s), _) => Ok(Some(s)),
+        (Err(_), Ok(f)) => secret_from_file(std::path::Path::new(&f)).map(Some),
+        _ => Ok(None),
     }
 }
 
@@ -145,8 +151,7 @@ impl IscsiUrl {
                 let (user, secret) = match c.split_once('%') {
                     Some((u, s)) => (u.to_string(), s.to_string()),
                     None => {
-                        let env = Auth::from_env()?;
-                        let secret = env.map(|a| a.secret).ok_or_else(|| {
+                        let secret = secret_from_env()?.ok_or_else(|| {
                             Error::Url(format!("iscsi://{c}@{portal}/...: no CHAP secret (user%secret in the URL, VBPROXY_ISCSI_SECRET or VBPROXY_ISCSI_SECRET_FILE)"))
                         })?;
                         (c.to_string(), secret)

@@ -197,12 +197,19 @@ impl Tgtd {
 
     fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("tgtadm")
-            .args(["-C", &self.control.to_string(), "--op", "delete", "--mode", "system"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
+        // `delete --mode system` is refused while targets exist: remove them
+        // (forcibly, sessions included) first, then ask tgtd to exit.
+        let control = self.control.to_string();
+        let quiet = |args: &[&str]| {
+            let _ = Command::new("tgtadm").args(["-C", &control, "--lld", "iscsi"]).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        for s in &self.setup {
+            if let Setup::Target { tid, .. } = s {
+                quiet(&["--op", "delete", "--force", "--mode", "target", "--tid", &tid.to_string()]);
+            }
+        }
+        quiet(&["--op", "delete", "--mode", "system"]);
+        let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
