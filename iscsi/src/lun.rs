@@ -13,7 +13,7 @@ use tokio::runtime::Runtime;
 
 fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .thread_name("iscsi")
         .enable_all()
         .build()

@@ -170,6 +170,11 @@ fn check_data_len(bhs: &[u8; BHS_LEN], data_len: usize, max_data: usize) -> Resu
 pub async fn read_pdu<R: AsyncRead + Unpin>(r: &mut R, max_data: usize) -> Result<Pdu> {
     let mut bhs = [0u8; BHS_LEN];
     r.read_exact(&mut bhs).await.map_err(Error::Io)?;
+    read_rest(r, bhs, max_data).await
+}
+
+/// Reads the AHS, data segment and padding announced by a header already read.
+pub async fn read_rest<R: AsyncRead + Unpin>(r: &mut R, bhs: [u8; BHS_LEN], max_data: usize) -> Result<Pdu> {
     let (ahs_len, data_len) = Pdu::lengths(&bhs);
     check_data_len(&bhs, data_len, max_data)?;
     let mut ahs = vec![0u8; ahs_len];

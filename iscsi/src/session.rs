@@ -256,16 +256,67 @@ impl Conn {
 
 async fn reader_loop(conn: Arc<Conn>, mut rd: tokio::net::tcp::OwnedReadHalf) {
     let why = loop {
-        let p = match pdu::read_pdu(&mut rd, OUR_MAX_RECV as usize).await {
-            Ok(p) => p,
+        match read_one(&conn, &mut rd).await {
+            Ok(()) => {}
             Err(e) => break e.to_string(),
-        };
-        if let Err(e) = conn.dispatch(p) {
-            break e.to_string();
         }
     };
     tracing::debug!("iSCSI connection ends: {why}");
     conn.kill(&why);
+}
+
+/// Reads and handles one PDU. A Data-In PDU's payload is read straight
+/// into its command's buffer at the announced offset (checked first).
+async fn read_one(conn: &Arc<Conn>, rd: &mut tokio::net::tcp::OwnedReadHalf) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut bhs = [0u8; pdu::BHS_LEN];
+    rd.read_exact(&mut bhs).await.map_err(Error::Io)?;
+    let (ahs_len, data_len) = Pdu::lengths(&bhs);
+    if bhs[0] & 0x3f != op::DATA_IN || ahs_len != 0 || data_len == 0 {
+        let p = pdu::read_rest(rd, bhs, OUR_MAX_RECV as usize).await?;
+        return conn.dispatch(p);
+    }
+    if data_len > OUR_MAX_RECV as usize {
+        return Err(Error::Protocol(format!("Data-In of {data_len} bytes, more than the {OUR_MAX_RECV} negotiated")));
+    }
+    let header = Pdu { bhs, ahs: Vec::new(), data: Vec::new() };
+    let d = DataIn::parse(&header);
+    let itt = header.itt();
+    let off = usize::try_from(d.buffer_offset).unwrap_or(usize::MAX);
+    let mut buf = {
+        let mut map = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pend) = map.get_mut(&itt) else {
+            return Err(Error::Protocol(format!("Data-In for unknown task tag {itt:#x}")));
+        };
+        if off != pend.got || off.checked_add(data_len).is_none_or(|e| e > pend.buf.len()) {
+            return Err(Error::Protocol(format!(
+                "Data-In for task {itt:#x}: {data_len} bytes at buffer offset {off}, expected offset {} within {} bytes",
+                pend.got,
+                pend.buf.len()
+            )));
+        }
+        std::mem::take(&mut pend.buf)
+    };
+    let end = off + data_len;
+    let read = match buf.get_mut(off..end) {
+        Some(dst) => rd.read_exact(dst).await.map(|_| ()),
+        None => Ok(()),
+    };
+    let mut pad = [0u8; 3];
+    let read = read.and(rd.read_exact(&mut pad[..(4 - data_len % 4) % 4]).await.map(|_| ()));
+    {
+        let mut map = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pend) = map.get_mut(&itt) {
+            pend.buf = buf;
+            pend.got = end;
+        }
+    }
+    read.map_err(Error::Io)?;
+    conn.note_sn(&header, d.has_status);
+    if d.has_status {
+        conn.finish(itt, d.status, None);
+    }
+    Ok(())
 }
 
 /// A session to one target, reconnecting as needed.
