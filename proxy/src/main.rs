@@ -10,6 +10,7 @@ mod fuse;
 mod guest;
 mod inspect;
 mod inventory;
+mod job;
 mod iscsi_source;
 mod lun;
 mod map;
@@ -121,16 +122,6 @@ enum Command {
         no_manifest: bool,
         source: PathBuf,
     },
-    /// Datastores: `datastore ls [-l] [--json] SOURCE [PATH]`.
-    Datastore {
-        #[command(subcommand)]
-        command: DatastoreCommand,
-    },
-    /// Virtual machines on the inventory's datastores.
-    Vm {
-        #[command(subcommand)]
-        command: VmCommand,
-    },
     /// Serve the guest tree read-only over FUSE: `mount [--foreground]
     /// [--allow-other] [--pid-file FILE] SOURCE... MOUNTPOINT`. Returns once
     /// the mount is live; the server runs on in the background.
@@ -154,6 +145,11 @@ enum Command {
         #[arg(required = true, num_args = 2..)]
         args: Vec<PathBuf>,
     },
+    /// Backup jobs driven by a backup product's pre/post commands (docs/BACKUP.md).
+    Backup {
+        #[command(subcommand)]
+        command: job::BackupCommand,
+    },
     /// Unmount a `vbproxy mount` and wait for its server to exit.
     Umount {
         /// Detach now even if busy; the mount goes away when the last
@@ -161,6 +157,31 @@ enum Command {
         #[arg(short = 'l', long)]
         lazy: bool,
         mountpoint: PathBuf,
+    },
+    /// Datastores: `datastore ls [-l] [--json] SOURCE [PATH]`.
+    Datastore {
+        #[command(subcommand)]
+        command: DatastoreCommand,
+    },
+    /// Virtual machines on the inventory's datastores.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+    /// List the LUNs an iSCSI portal offers, with their identifiers
+    /// (alias of `lun list --iscsi PORTAL`).
+    #[command(hide = true)]
+    IscsiLs {
+        /// `HOST[:PORT]` or `[IPv6]:PORT`.
+        portal: String,
+        #[arg(long)]
+        json: bool,
+        /// CHAP user (secret from --chap-secret-file or VBPROXY_ISCSI_SECRET).
+        #[arg(long)]
+        user: Option<String>,
+        /// File whose first line is the CHAP secret.
+        #[arg(long)]
+        chap_secret_file: Option<PathBuf>,
     },
     /// Check an export against its manifest (and against its source, if given).
     Verify {
@@ -315,6 +336,9 @@ fn main() -> ExitCode {
         }
         Command::Datastore { command: DatastoreCommand::Ls { long, json, source, path } } => datastore::ls(&source, path.as_deref(), long, json),
         Command::Vm { command: VmCommand::List { inventory, json } } => vm::list(&inventory, json),
+        Command::IscsiLs { portal, json, user, chap_secret_file } => {
+            iscsi_source::ls(&portal, json, user.as_deref(), chap_secret_file.as_deref())
+        }
         Command::Verify { output, source } => export::verify(&output, source.as_deref()),
         Command::Ls { long, recursive, json, args } => {
             with_tail(args, 1, |s, t| files::ls(s, &t[0], long, recursive, json))
@@ -322,11 +346,6 @@ fn main() -> ExitCode {
         Command::Cat { args } => with_tail(args, 1, |s, t| files::cat(s, &t[0])),
         Command::Cp { args } => with_tail(args, 2, |s, t| files::cp(s, &t[0], std::path::Path::new(&t[1]))),
         Command::Tar { path, sources } => files::tar(&sources, &path),
-        Command::Mount { foreground, allow_other, pid_file, log, daemon_child, mut args } => {
-            let mount_point = args.pop().unwrap_or_default();
-            mount::mount(mount::MountArgs { foreground, allow_other, pid_file, log, daemon_child, sources: args, mount_point })
-        }
-        Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
         Command::Lun { command: LunCommand::List { json, iscsi } } => lun::cli::list(json, iscsi.as_deref()),
         Command::Lun { command: LunCommand::Validate { inventory, json } } => lun::cli::validate(&inventory, json),
         Command::Inventory { command: InventoryCommand::ImportEsxcli { devices, extents, paths, output } } => {
@@ -338,6 +357,12 @@ fn main() -> ExitCode {
         Command::Guard { command: GuardCommand::Status { inventory, all_san, devices, json } } => {
             lun::cli::guard(false, inventory.as_deref(), all_san, &devices, json)
         }
+        Command::Mount { foreground, allow_other, pid_file, log, daemon_child, mut args } => {
+            let mount_point = args.pop().unwrap_or_default();
+            mount::mount(mount::MountArgs { foreground, allow_other, pid_file, log, daemon_child, sources: args, mount_point })
+        }
+        Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
+        Command::Backup { command } => job::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -365,6 +390,9 @@ fn with_tail(args: Vec<String>, tail: usize, f: impl FnOnce(&[PathBuf], &[String
 /// Maps an error to the documented exit code: safety refusals are 3.
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(code) = job::exit_code(cause) {
+            return code;
+        }
         if cause.downcast_ref::<lun::Refused>().is_some() {
             return EXIT_REFUSED;
         }

@@ -6,6 +6,7 @@
 //! place, so a crashed build never leaves a half-made fixture that later
 //! runs would trust. Delete `target/fixtures` to rebuild them all.
 
+pub mod tgtd;
 pub mod tree;
 
 use sha2::{Digest, Sha256};

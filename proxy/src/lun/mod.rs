@@ -187,10 +187,20 @@ impl LunPool {
             let listed = self
                 .remote
                 .entry(format!("{portal}/{iqn}"))
-                .or_insert_with(|| crate::iscsi_source::list_luns(&portal, Some(&iqn)).map_err(|e| format!("{e:#}")));
+                .or_insert_with(|| crate::iscsi_source::list_luns(&portal, crate::iscsi_source::auth_from(None, None).ok().flatten().as_ref()).map_err(|e| format!("{e:#}")));
             return match listed {
-                Ok(luns) => match luns.iter().find(|l| l.lun == lun && !matches!(l.target.as_deref(), Some(t) if t != iqn)) {
-                    Some(l) => Resolved::Lun(Box::new(l.clone())),
+                Ok(luns) => match luns.iter_mut().find(|l| l.lun == lun && !matches!(l.target.as_deref(), Some(t) if t != iqn)) {
+                    Some(l) => {
+                        // The portal listing reads identities only; what is
+                        // on the LUN is probed once it is the one asked for.
+                        if l.content.kind == "unknown" && l.content.error.is_none() {
+                            l.content = match crate::iscsi_source::open(source) {
+                                Ok(src) => content::probe(src, &l.device),
+                                Err(e) => Content { kind: "unknown".into(), error: Some(format!("{e:#}")), ..Default::default() },
+                            };
+                        }
+                        Resolved::Lun(Box::new(l.clone()))
+                    }
                     None => Resolved::Missing(format!("{source}: the target presents no LUN {lun}")),
                 },
                 Err(e) => Resolved::Missing(e.clone()),
