@@ -1,6 +1,6 @@
 //! `vbproxy`: a thin command line over the `guestfs` library.
 // `deny`, not `forbid`: `sys` (the block ioctls and SG_IO) is the one
-// module allowed unsafe code (docs/DECISIONS-lun.md).
+// module allowed unsafe code (docs/DECISIONS.md).
 #![deny(unsafe_code)]
 
 mod datastore;

@@ -67,7 +67,9 @@ pub fn open(source: &Path) -> Result<Disk> {
     // plain file (DESIGN.md), even with '#' or "iscsi:" in its name.
     if !source.exists() && spec.starts_with("iscsi://") && split_store(&spec).is_none() {
         let src = open_block(&spec)?;
-        return Ok(open_disk(&SingleSource { name: source.to_owned(), source: src }, source, &opts)?);
+        // The disk's name appears in every message: never with a secret.
+        let name = std::path::PathBuf::from(redact(&spec));
+        return Ok(open_disk(&SingleSource { name: name.clone(), source: src }, &name, &opts)?);
     }
     if crate::lun::device::is_block_device(source) {
         let src = open_block(&spec)?;
@@ -79,6 +81,20 @@ pub fn open(source: &Path) -> Result<Disk> {
             let ns = store.namespace();
             Ok(open_disk(&ns, &ns.name_of(&inner), &opts)?)
         }
+    }
+}
+
+/// A SOURCE as messages show it: an `iscsi://user%secret@…` URL loses its
+/// CHAP secret (`iscsi://user@…`); anything else is unchanged.
+pub fn redact(spec: &str) -> String {
+    let Some(rest) = spec.strip_prefix("iscsi://") else { return spec.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find('%') {
+            Some(pct) => format!("iscsi://{}{}", &rest[..pct], &rest[at..]),
+            None => spec.to_owned(),
+        },
+        None => spec.to_owned(),
     }
 }
 
@@ -97,7 +113,7 @@ pub struct OpenStore {
 impl OpenStore {
     /// The datastore's files, named `KEY#/dir/file`.
     pub fn namespace(&self) -> FsNamespace {
-        self.ds.namespace(&format!("{}#", self.key), &self.aliases)
+        self.ds.namespace(&format!("{}#", redact(&self.key)), &self.aliases)
     }
 
     /// Whether ESX paths `/vmfs/volumes/<name>/…` mean this datastore.
@@ -137,8 +153,9 @@ pub fn open_store(key: &str) -> Result<Arc<OpenStore>> {
     if let Some(s) = cached_store(key) {
         return Ok(s);
     }
-    let src = open_block(key).with_context(|| format!("datastore {key}"))?;
-    let ds = open_datastore(vec![src], key)?;
+    let shown = redact(key);
+    let src = open_block(key).with_context(|| format!("datastore {shown}"))?;
+    let ds = open_datastore(vec![src], &shown)?;
     Ok(register_store(key, ds, Vec::new()))
 }
 
@@ -185,7 +202,7 @@ impl Located {
     pub fn spec(&self) -> String {
         match self {
             Located::Local(p) => p.display().to_string(),
-            Located::Store { store, inner } => format!("{}#{inner}", store.key),
+            Located::Store { store, inner } => format!("{}#{inner}", redact(&store.key)),
         }
     }
 
@@ -243,5 +260,15 @@ impl Located {
             Located::Store { inner, .. } => inner.clone(),
         };
         s.rsplit('/').next().unwrap_or("").to_owned()
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secrets_never_reach_messages() {
+        assert_eq!(super::redact("iscsi://alice%s3cret@10.0.0.5:3261/iqn.x:t/7#/vm/a.vmx"), "iscsi://alice@10.0.0.5:3261/iqn.x:t/7#/vm/a.vmx");
+        assert_eq!(super::redact("iscsi://10.0.0.5/iqn.x:t/7"), "iscsi://10.0.0.5/iqn.x:t/7");
+        assert_eq!(super::redact("/dev/sdc#/a%b@c"), "/dev/sdc#/a%b@c");
     }
 }

@@ -6,7 +6,7 @@
 //! from the device (`SG_DXFER_FROM_DEV`) or not at all (`SG_DXFER_NONE`):
 //! there is no way to express a data-out transfer or a writing command.
 //! Everything else in the product is `#![deny(unsafe_code)]`
-//! (docs/DECISIONS-lun.md).
+//! (docs/DECISIONS.md).
 
 use std::fs::File;
 use std::io;

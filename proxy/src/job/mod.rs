@@ -84,7 +84,7 @@ pub struct PrepareArgs {
     /// Hold each export's read rate to this many bytes per second.
     #[arg(long, value_parser = crate::export::parse_rate)]
     pub rate_limit: Option<u64>,
-    /// Print the result as JSON (docs/JSON-backup.md).
+    /// Print the result as JSON (docs/JSON.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -95,7 +95,7 @@ pub struct CleanupArgs {
     /// Clean every job whose process is gone or that predates this boot.
     #[arg(long, conflicts_with = "target", required_unless_present = "target")]
     pub stale: bool,
-    /// Print what was cleaned as JSON (docs/JSON-backup.md).
+    /// Print what was cleaned as JSON (docs/JSON.md).
     #[arg(long)]
     pub json: bool,
     /// The target directory a prepare was given.

@@ -7,7 +7,7 @@
 //! read-only flag (BLKROSET) before anything reads it, and is refused when
 //! the flag cannot be set. Discovery ([`probe`]) reads headers only and
 //! leaves the flag as it is, so that `lun list` reports it truthfully and
-//! never changes the appliance's own boot disk (docs/DECISIONS-lun.md).
+//! never changes the appliance's own boot disk (docs/DECISIONS.md).
 
 use super::Refused;
 use crate::sys;
