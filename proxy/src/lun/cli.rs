@@ -8,11 +8,40 @@ use std::path::{Path, PathBuf};
 /// `vbproxy lun list [--json] [--iscsi PORTAL]`
 pub fn list(json: bool, iscsi: Option<&str>) -> Result<()> {
     let luns = match iscsi {
-        Some(portal) => crate::iscsi_source::list_luns(portal, None)?,
+        Some(portal) => {
+            let mut luns = crate::iscsi_source::list_luns(portal, None)?;
+            // The portal listing asks for identities only; what is on each
+            // LUN takes a few sector reads over its own session.
+            for l in &mut luns {
+                match crate::iscsi_source::open(&l.device) {
+                    Ok(src) => l.content = super::content::probe(src, &l.device),
+                    Err(e) => tracing::warn!("{}: content not read: {e:#}", l.device),
+                }
+            }
+            luns
+        }
         None => super::discover_local()?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&luns)?);
+        return Ok(());
+    }
+    if iscsi.is_some() {
+        // Remote LUNs: the URL (a SOURCE as it is) is too long for a column.
+        println!("{:>4} {:<8} {:<16} {:<40} {:>10} {:<9} {:<24} URL", "LUN", "VENDOR", "MODEL", "IDENTIFIER", "SIZE", "BLK", "CONTENT");
+        for l in &luns {
+            println!(
+                "{:>4} {:<8} {:<16} {:<40} {:>10} {:<9} {:<24} {}",
+                l.lun,
+                l.vendor,
+                l.model,
+                l.id.as_deref().unwrap_or("-"),
+                crate::human_size(l.size),
+                format!("{}/{}", l.logical_block_size, l.physical_block_size),
+                content_text(&l.content),
+                l.device
+            );
+        }
         return Ok(());
     }
     println!(
@@ -20,17 +49,7 @@ pub fn list(json: bool, iscsi: Option<&str>) -> Result<()> {
         "DEVICE", "H:C:T:L", "LUN", "VENDOR", "MODEL", "IDENTIFIER", "SIZE", "BLK", "RO"
     );
     for l in &luns {
-        let c = &l.content;
-        let mut content = c.kind.clone();
-        if let Some(p) = &c.partition {
-            content.push_str(&format!("/{p}"));
-        }
-        if let Some(lb) = &c.label {
-            content.push_str(&format!(" label={lb}"));
-        }
-        if let Some(u) = &c.uuid {
-            content.push_str(&format!(" uuid={u}"));
-        }
+        let content = content_text(&l.content);
         println!(
             "{:<12} {:<12} {:>4} {:<8} {:<16} {:<40} {:>10} {:<5} {:<3} {}",
             l.device,
@@ -50,6 +69,21 @@ pub fn list(json: bool, iscsi: Option<&str>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `vmfs/vmfs label=… uuid=…` for the table.
+fn content_text(c: &super::info::Content) -> String {
+    let mut content = c.kind.clone();
+    if let Some(p) = &c.partition {
+        content.push_str(&format!("/{p}"));
+    }
+    if let Some(lb) = &c.label {
+        content.push_str(&format!(" label={lb}"));
+    }
+    if let Some(u) = &c.uuid {
+        content.push_str(&format!(" uuid={u}"));
+    }
+    content
 }
 
 /// `vbproxy lun validate --inventory FILE [--json]`: exit 3 on any refusal.
