@@ -132,7 +132,7 @@ enum Command {
         command: VmCommand,
     },
     /// Serve the guest tree read-only over FUSE: `mount [--foreground]
-    /// [--allow-other] [--pid-file FILE] SOURCE... MOUNTPOINT`. Returns once
+    /// [--allow-other] [--direct-io] [--pid-file FILE] SOURCE... MOUNTPOINT`. Returns once
     /// the mount is live; the server runs on in the background.
     Mount {
         /// Serve in this process instead of starting a background server.
@@ -141,6 +141,10 @@ enum Command {
         /// Let users other than root in (modes are still checked).
         #[arg(long)]
         allow_other: bool,
+        /// Reads bypass the mount's page cache: faster for readers of
+        /// large blocks (1 MiB), slower for small ones (docs/MOUNT.md).
+        #[arg(long)]
+        direct_io: bool,
         /// Write the server's pid to FILE (removed when it exits).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
@@ -322,9 +326,9 @@ fn main() -> ExitCode {
         Command::Cat { args } => with_tail(args, 1, |s, t| files::cat(s, &t[0])),
         Command::Cp { args } => with_tail(args, 2, |s, t| files::cp(s, &t[0], std::path::Path::new(&t[1]))),
         Command::Tar { path, sources } => files::tar(&sources, &path),
-        Command::Mount { foreground, allow_other, pid_file, log, daemon_child, mut args } => {
+        Command::Mount { foreground, allow_other, direct_io, pid_file, log, daemon_child, mut args } => {
             let mount_point = args.pop().unwrap_or_default();
-            mount::mount(mount::MountArgs { foreground, allow_other, pid_file, log, daemon_child, sources: args, mount_point })
+            mount::mount(mount::MountArgs { foreground, allow_other, direct_io, pid_file, log, daemon_child, sources: args, mount_point })
         }
         Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
         Command::Lun { command: LunCommand::List { json, iscsi } } => lun::cli::list(json, iscsi.as_deref()),
