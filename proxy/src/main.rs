@@ -123,7 +123,7 @@ enum Command {
         source: PathBuf,
     },
     /// Serve the guest tree read-only over FUSE: `mount [--foreground]
-    /// [--allow-other] [--pid-file FILE] SOURCE... MOUNTPOINT`. Returns once
+    /// [--allow-other] [--direct-io] [--pid-file FILE] SOURCE... MOUNTPOINT`. Returns once
     /// the mount is live; the server runs on in the background.
     Mount {
         /// Serve in this process instead of starting a background server.
@@ -132,6 +132,10 @@ enum Command {
         /// Let users other than root in (modes are still checked).
         #[arg(long)]
         allow_other: bool,
+        /// Reads bypass the mount's page cache: faster for readers of
+        /// large blocks (1 MiB), slower for small ones (docs/MOUNT.md).
+        #[arg(long)]
+        direct_io: bool,
         /// Write the server's pid to FILE (removed when it exits).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
@@ -357,11 +361,6 @@ fn main() -> ExitCode {
         Command::Guard { command: GuardCommand::Status { inventory, all_san, devices, json } } => {
             lun::cli::guard(false, inventory.as_deref(), all_san, &devices, json)
         }
-        Command::Mount { foreground, allow_other, pid_file, log, daemon_child, mut args } => {
-            let mount_point = args.pop().unwrap_or_default();
-            mount::mount(mount::MountArgs { foreground, allow_other, pid_file, log, daemon_child, sources: args, mount_point })
-        }
-        Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
         Command::Backup { command } => job::run(command),
     };
     match result {

@@ -27,6 +27,7 @@ const READY: &str = "READY";
 pub struct MountArgs {
     pub foreground: bool,
     pub allow_other: bool,
+    pub direct_io: bool,
     pub pid_file: Option<PathBuf>,
     pub log: Option<PathBuf>,
     pub daemon_child: bool,
@@ -119,7 +120,7 @@ fn serve(a: &MountArgs, mount_point: &Path) -> Result<()> {
         let _ = rustix::process::setsid();
     }
     let tree = Arc::new(crate::guest::open_tree(&a.sources)?);
-    let mounted = fuse::mount(tree, mount_point, &MountOptions { allow_other: a.allow_other })?;
+    let mounted = fuse::mount(tree, mount_point, &MountOptions { allow_other: a.allow_other, direct_io: a.direct_io })?;
     widen_readahead(mount_point);
     let state = state_file(mount_point);
     let pid = std::process::id();

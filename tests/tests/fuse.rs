@@ -24,9 +24,14 @@ struct FuseMount {
 
 impl FuseMount {
     fn new(sources: &[&Path], dir: &Path) -> FuseMount {
+        FuseMount::with_flags(sources, dir, &[])
+    }
+
+    fn with_flags(sources: &[&Path], dir: &Path, flags: &[&str]) -> FuseMount {
         std::fs::create_dir_all(dir).unwrap();
         let pid_file = dir.with_extension("pid");
         let mut args: Vec<String> = vec!["mount".into(), "--pid-file".into(), pid_file.display().to_string()];
+        args.extend(flags.iter().map(|f| f.to_string()));
         args.extend(sources.iter().map(|s| s.display().to_string()));
         args.push(dir.display().to_string());
         let out = vbproxy().args(&args).output().expect("run vbproxy mount");
@@ -172,6 +177,58 @@ fn fuse_refuses_every_write_with_erofs() {
 /// `sh -c CMD` output (panics on failure).
 fn sh(cmd: &str) -> String {
     run_text(Command::new("sh").arg("-c").arg(cmd))
+}
+
+/// Hash of every regular file under `dir` (path and content, sorted), read
+/// with read(2) in `block`-byte calls, or through mmap.
+fn content_hash(dir: &Path, how: &str) -> String {
+    let script = r#"
+import hashlib, mmap, os, sys
+root, how = sys.argv[1], sys.argv[2]
+h = hashlib.sha256()
+for d, _, files in sorted(os.walk(root)):
+    for f in sorted(files):
+        p = os.path.join(d, f)
+        if os.path.islink(p) or not os.path.isfile(p):
+            continue
+        h.update(os.path.relpath(p, root).encode('utf-8', 'surrogateescape') + b'\0')
+        with open(p, 'rb') as fh:
+            if how == 'mmap':
+                if os.path.getsize(p) > 0:
+                    with mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as m:
+                        h.update(m[:])
+            else:
+                while True:
+                    b = fh.read(int(how))
+                    if not b:
+                        break
+                    h.update(b)
+print(h.hexdigest())
+"#;
+    let out = Command::new("python3").arg("-c").arg(script).arg(dir).arg(how).output().expect("python3");
+    assert!(out.status.success(), "hashing {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn fuse_direct_io_reads_and_mmaps_the_same_bytes() {
+    let (_, e) = sources();
+    let guard = SourceGuard::new(&[&e]);
+    let work = scratch("fuse-direct-io");
+    let src = e.join("disk.raw");
+    let cached = FuseMount::new(&[&src], &work.join("cached"));
+    let direct = FuseMount::with_flags(&[&src], &work.join("direct"), &["--direct-io"]);
+    let want = content_hash(&cached.dir, "1048576");
+    assert_eq!(want.len(), 64);
+    // Small and odd-sized reads, 1 MiB reads, and mmap (which direct I/O
+    // files only allow with FUSE_DIRECT_IO_ALLOW_MMAP) all see the same bytes.
+    for how in ["10240", "1048576", "3000000", "mmap"] {
+        assert_eq!(content_hash(&direct.dir, how), want, "--direct-io mount read with {how}");
+    }
+    assert_eq!(content_hash(&cached.dir, "mmap"), want, "page-cache mount through mmap");
+    drop((cached, direct));
+    let _ = std::fs::remove_dir_all(&work);
+    guard.check();
 }
 
 #[test]

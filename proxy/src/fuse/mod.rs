@@ -8,6 +8,7 @@
 //! served in parallel.
 
 mod attr;
+mod bufpool;
 mod inode;
 pub mod mountinfo;
 mod names;
@@ -29,6 +30,9 @@ pub struct MountOptions {
     /// Let other users than the mounting one in (`allow_other`); the
     /// kernel still checks modes (`default_permissions`).
     pub allow_other: bool,
+    /// Answer reads straight into the reader's buffer, bypassing the
+    /// mount's page cache (`--direct-io`, see docs/MOUNT.md).
+    pub direct_io: bool,
 }
 
 /// A live mount whose server has not started yet.
@@ -39,7 +43,7 @@ pub struct Mounted {
 /// Mounts the tree at `mount_point` (absolute) and completes the FUSE
 /// handshake: once this returns, the mount answers.
 pub fn mount(tree: Arc<GuestTree>, mount_point: &Path, opts: &MountOptions) -> Result<Mounted> {
-    let fs = ops::GuestFs::new(tree)?;
+    let fs = ops::GuestFs::new(tree, opts.direct_io)?;
     let acl = if opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
     let mut config = fuser::Config::default();
     config.acl = acl;

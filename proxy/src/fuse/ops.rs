@@ -3,6 +3,7 @@
 //! would change something answers EROFS.
 
 use super::attr::{file_attr, file_type};
+use super::bufpool::BufPool;
 use super::inode::Inodes;
 use super::names::Names;
 use fuser::{
@@ -39,16 +40,25 @@ pub struct GuestFs {
     names: Names,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
+    bufs: BufPool,
+    /// FOPEN_KEEP_CACHE (the content never changes, so the page cache
+    /// stays valid across opens) or FOPEN_DIRECT_IO (`--direct-io`).
+    open_flags: FopenFlags,
 }
 
-thread_local! {
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 impl GuestFs {
-    pub fn new(tree: Arc<GuestTree>) -> anyhow::Result<GuestFs> {
+    pub fn new(tree: Arc<GuestTree>, direct_io: bool) -> anyhow::Result<GuestFs> {
         let inodes = Inodes::new(&tree)?;
-        Ok(GuestFs { tree, inodes, names: Names::default(), dirs: Mutex::new(HashMap::new()), next_fh: AtomicU64::new(1) })
+        Ok(GuestFs {
+            tree,
+            inodes,
+            names: Names::default(),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            bufs: BufPool::new(MAX_IO as usize),
+            open_flags: if direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE },
+        })
     }
 
     fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
@@ -169,6 +179,17 @@ impl fuser::Filesystem for GuestFs {
                 let _ = config.add_capabilities(flag);
             }
         }
+        if self.open_flags.contains(FopenFlags::FOPEN_DIRECT_IO) {
+            // Without this (kernels before 6.6) mmap, and so running a
+            // program from the mount, fails on direct-I/O files.
+            let mmap = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+            if config.capabilities().contains(mmap) && config.add_capabilities(mmap).is_ok() {
+                tracing::info!("direct I/O: reads bypass the mount's page cache");
+            } else {
+                tracing::warn!("direct I/O needs FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6) for mmap; the kernel lacks it, so reads go through the page cache");
+                self.open_flags = FopenFlags::FOPEN_KEEP_CACHE;
+            }
+        }
         Ok(())
     }
 
@@ -215,8 +236,7 @@ impl fuser::Filesystem for GuestFs {
             return reply.error(Errno::EROFS);
         }
         match self.node(ino) {
-            // The content never changes: keep the page cache across opens.
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(_) => reply.opened(FileHandle(0), self.open_flags),
             Err(e) => reply.error(e),
         }
     }
@@ -237,16 +257,12 @@ impl fuser::Filesystem for GuestFs {
             Err(e) => return reply.error(e),
         };
         let want = size.min(MAX_IO) as usize;
-        READ_BUF.with(|b| {
-            let mut buf = b.borrow_mut();
-            if buf.len() < want {
-                buf.resize(want, 0);
-            }
-            match self.read_into(ino.0, node, offset, &mut buf[..want]) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(e),
-            }
-        });
+        let mut buf = self.bufs.take();
+        let Some(dst) = buf.get_mut(..want) else { return reply.error(Errno::EIO) };
+        match self.read_into(ino.0, node, offset, dst) {
+            Ok(n) => reply.data(dst.get(..n).unwrap_or_default()),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
