@@ -361,6 +361,11 @@ fn main() -> ExitCode {
         Command::Guard { command: GuardCommand::Status { inventory, all_san, devices, json } } => {
             lun::cli::guard(false, inventory.as_deref(), all_san, &devices, json)
         }
+        Command::Mount { foreground, allow_other, direct_io, pid_file, log, daemon_child, mut args } => {
+            let mount_point = args.pop().unwrap_or_default();
+            mount::mount(mount::MountArgs { foreground, allow_other, direct_io, pid_file, log, daemon_child, sources: args, mount_point })
+        }
+        Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
         Command::Backup { command } => job::run(command),
     };
     match result {
