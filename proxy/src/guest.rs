@@ -14,6 +14,21 @@ use std::sync::Arc;
 /// tree: images `disk0`, `disk1`... in order; the disks of a `.vmx` by
 /// controller slot (`scsi0-0`), its skipped disks named on stderr.
 pub fn open_disks(sources: &[PathBuf]) -> Result<Vec<(String, Disk)>> {
+    open_disks_named(sources, &[])
+}
+
+/// As [`open_disks`], with the disks of plain (non-`.vmx`) sources named
+/// `names[i]` instead of `diskN`: backup jobs mount a snapshot's
+/// descriptors and keep the VM's slot names (`scsi0-0`) in the tree.
+pub fn open_disks_named(sources: &[PathBuf], names: &[String]) -> Result<Vec<(String, Disk)>> {
+    if !names.is_empty() {
+        if names.len() != sources.len() {
+            bail!("--disk-names gives {} names for {} sources", names.len(), sources.len());
+        }
+        if let Some(bad) = names.iter().find(|n| n.is_empty() || *n == "." || *n == ".." || n.contains('/') || n.contains('\0')) {
+            bail!("--disk-names: {bad:?} is not a usable directory name");
+        }
+    }
     let mut out: Vec<(String, Disk)> = Vec::new();
     let mut images = 0;
     for s in sources {
@@ -30,7 +45,8 @@ pub fn open_disks(sources: &[PathBuf]) -> Result<Vec<(String, Disk)>> {
                 out.push((d.slot.clone(), disk));
             }
         } else {
-            out.push((format!("disk{images}"), crate::source::open(s)?));
+            let name = names.get(out.len()).cloned().unwrap_or_else(|| format!("disk{images}"));
+            out.push((name, crate::source::open(s)?));
             images += 1;
         }
     }
@@ -44,7 +60,12 @@ pub fn open_disks(sources: &[PathBuf]) -> Result<Vec<(String, Disk)>> {
 
 /// Opens every source as one guest tree (see [`open_disks`] for the names).
 pub fn open_tree(sources: &[PathBuf]) -> Result<GuestTree> {
-    let disks = open_disks(sources)?.into_iter().map(|(n, d)| (n, Arc::new(DiskSource(d)) as Arc<dyn ReadAt>)).collect();
+    open_tree_named(sources, &[])
+}
+
+/// As [`open_tree`], naming plain sources' disks (see [`open_disks_named`]).
+pub fn open_tree_named(sources: &[PathBuf], names: &[String]) -> Result<GuestTree> {
+    let disks = open_disks_named(sources, names)?.into_iter().map(|(n, d)| (n, Arc::new(DiskSource(d)) as Arc<dyn ReadAt>)).collect();
     Ok(GuestTree::open(disks)?)
 }
 

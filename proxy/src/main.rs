@@ -145,6 +145,10 @@ enum Command {
         /// Internal: the server started by `mount` without --foreground.
         #[arg(long, hide = true)]
         daemon_child: bool,
+        /// Name the sources' disks in the tree (`scsi0-0,scsi0-1`) instead
+        /// of `disk0,disk1`: one name per SOURCE.
+        #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+        disk_names: Vec<String>,
         /// SOURCE... MOUNTPOINT
         #[arg(required = true, num_args = 2..)]
         args: Vec<PathBuf>,
@@ -361,9 +365,9 @@ fn main() -> ExitCode {
         Command::Guard { command: GuardCommand::Status { inventory, all_san, devices, json } } => {
             lun::cli::guard(false, inventory.as_deref(), all_san, &devices, json)
         }
-        Command::Mount { foreground, allow_other, direct_io, pid_file, log, daemon_child, mut args } => {
+        Command::Mount { foreground, allow_other, direct_io, pid_file, log, daemon_child, disk_names, mut args } => {
             let mount_point = args.pop().unwrap_or_default();
-            mount::mount(mount::MountArgs { foreground, allow_other, direct_io, pid_file, log, daemon_child, sources: args, mount_point })
+            mount::mount(mount::MountArgs { foreground, allow_other, direct_io, pid_file, log, daemon_child, sources: args, disk_names, mount_point })
         }
         Command::Umount { lazy, mountpoint } => mount::umount(&mountpoint, lazy),
         Command::Backup { command } => job::run(command),

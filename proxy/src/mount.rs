@@ -32,6 +32,8 @@ pub struct MountArgs {
     pub log: Option<PathBuf>,
     pub daemon_child: bool,
     pub sources: Vec<PathBuf>,
+    /// Names of the sources' disks in the tree (default `disk0`...).
+    pub disk_names: Vec<String>,
     pub mount_point: PathBuf,
 }
 
@@ -119,7 +121,7 @@ fn serve(a: &MountArgs, mount_point: &Path) -> Result<()> {
         // process group going away must not take the mount with it.
         let _ = rustix::process::setsid();
     }
-    let tree = Arc::new(crate::guest::open_tree(&a.sources)?);
+    let tree = Arc::new(crate::guest::open_tree_named(&a.sources, &a.disk_names)?);
     let mounted = fuse::mount(tree, mount_point, &MountOptions { allow_other: a.allow_other, direct_io: a.direct_io })?;
     widen_readahead(mount_point);
     let state = state_file(mount_point);

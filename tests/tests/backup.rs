@@ -213,8 +213,8 @@ fn hooks_get_the_job_and_a_failing_hook_undoes_it() {
     let w = World::new("backup-hooks");
     let t = w.dir.join("t");
     let (pre, post) = (w.dir.join("pre.env"), w.dir.join("post.txt"));
-    let pre_cmd = format!("env | grep ^VBPROXY_ | sort > {}; test ! -e \"$VBPROXY_TARGET/disk0\"", pre.display());
-    let post_cmd = format!("cat \"$VBPROXY_TARGET/disk0/p1/small.txt\" > {}", post.display());
+    let pre_cmd = format!("env | grep ^VBPROXY_ | sort > {}; test ! -e \"$VBPROXY_TARGET/scsi0-0\"", pre.display());
+    let post_cmd = format!("cat \"$VBPROXY_TARGET/scsi0-0/p1/small.txt\" > {}", post.display());
     let v = w.json(&["backup", "prepare", "--vmx", &vmx(), "--mode", "file", "--target", s(&t), "--pre-command", &pre_cmd, "--post-command", &post_cmd, "--json"]);
     let env = std::fs::read_to_string(&pre).unwrap();
     for want in [
@@ -238,7 +238,7 @@ fn hooks_get_the_job_and_a_failing_hook_undoes_it() {
     assert!(mounts_under(&t).is_empty() && !t.exists() && w.entries().is_empty());
 
     // --oneshot: the backup runs in the post-command, then cleanup.
-    let o = w.out(&["backup", "prepare", "--vmx", &vmx(), "--mode", "file", "--target", s(&t), "--post-command", "test -f \"$VBPROXY_TARGET/disk1/p1/small.txt\"", "--oneshot"]);
+    let o = w.out(&["backup", "prepare", "--vmx", &vmx(), "--mode", "file", "--target", s(&t), "--post-command", "test -f \"$VBPROXY_TARGET/scsi0-1/p1/small.txt\"", "--oneshot"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(mounts_under(&t).is_empty() && !t.exists() && w.entries().is_empty());
     guard.check();

@@ -81,8 +81,8 @@ fn file_and_fullvm_jobs_over_iscsi_match_the_guest_and_leave_the_lun_untouched()
     let m = cli::mount_ntfs_ro(&ntfs_raw(), &w.dir.join("oracle-ntfs-2"));
     let theirs_ntfs = content_hashes(&m.dir, Some(&m.dir));
     drop(m);
-    assert_same_content(&content_hashes(&r.join("disk0/p1"), None), &theirs_ntfs, "NTFS volume (FUSE + restic vs ntfs-3g)");
-    let dumped = Command::new("restic").args(["dump", "latest"]).arg(t.join("disk1/p1/small.txt")).arg("--repo").arg(&repo).env("RESTIC_PASSWORD", "vbproxy-test").env("RESTIC_CACHE_DIR", w.dir.join("restic-cache")).output().unwrap();
+    assert_same_content(&content_hashes(&r.join("scsi0-0/p1"), None), &theirs_ntfs, "NTFS volume (FUSE + restic vs ntfs-3g)");
+    let dumped = Command::new("restic").args(["dump", "latest"]).arg(t.join("scsi0-1/p1/small.txt")).arg("--repo").arg(&repo).env("RESTIC_PASSWORD", "vbproxy-test").env("RESTIC_CACHE_DIR", w.dir.join("restic-cache")).output().unwrap();
     assert_eq!(dumped.stdout, b"hello, ext4\n", "restic dump: {}", String::from_utf8_lossy(&dumped.stderr));
 
     w.ok(&["backup", "cleanup", s(&t)]);

@@ -130,7 +130,11 @@ fn identifiers_match_libiscsi() {
             }
             assert_eq!(o["association"] == "lun", a.contains("LOGICAL_UNIT"), "{url}: {o} vs {a}");
         }
-        assert_eq!(l["id"], ours.iter().find(|d| d["type"] == "naa").unwrap()["value"], "{url}: preferred id is the first NAA");
+        // The identifier inventories use: a registered NAA (type 6) before
+        // tgtd's locally assigned one (type 3), as ESXi names such LUNs.
+        let naa: Vec<&str> = ours.iter().filter(|d| d["type"] == "naa" && d["association"] == "lun").filter_map(|d| d["value"].as_str()).collect();
+        let want = naa.iter().find(|v| v.starts_with("naa.6")).or(naa.first()).copied().unwrap();
+        assert_eq!(l["id"], want, "{url}: preferred id is the registered NAA");
     }
     // scsi_id shows as the T10 vendor designator.
     assert!(luns[1]["designators"].as_array().unwrap().iter().any(|d| d["value"] == "t10.vbp-lun-three"), "{json:#}");

@@ -194,7 +194,8 @@ pub fn run(src: &Path, args: &ExportArgs) -> Result<()> {
         refuse_output_over_source(&full, &args.output)?;
     }
     if to_stdout && !args.format.can_stream() {
-        bail!("--format {:?} cannot be written to a stream such as {} (raw and vmdk-stream can)", args.format, args.output.display());
+        let what = if args.output == Path::new("-") { "standard output".to_owned() } else { format!("a stream such as {}", args.output.display()) };
+        bail!("--format {:?} cannot be written to {what} (raw and vmdk-stream can)", args.format);
     }
     let mut special = special;
     let mut sink = move || -> Box<dyn std::io::Write> {

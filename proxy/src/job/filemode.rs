@@ -19,6 +19,10 @@ pub fn mount(ctx: &mut JobCtx, disks: &[(String, String)]) -> Result<()> {
     let exe = std::env::current_exe().context("finding the vbproxy executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount").arg("--pid-file").arg(&pid_file);
+    // The tree keeps the VM's slot names (DESIGN.md: `scsi0-0`), although
+    // the sources are the snapshot's descriptors rather than the .vmx.
+    let slots: Vec<&str> = disks.iter().map(|(slot, _)| slot.as_str()).collect();
+    cmd.arg("--disk-names").arg(slots.join(","));
     for (_, spec) in disks {
         cmd.arg(spec);
     }

@@ -91,7 +91,7 @@ pub fn run(a: &PrepareArgs) -> Result<()> {
         if !absent {
             target::prepare(&target)?;
         }
-        let names: Vec<String> = (0..chosen.disks.len()).map(|i| format!("disk{i}")).collect();
+        let names: Vec<String> = chosen.disks.iter().map(|(slot, _)| slot.clone()).collect();
         let job = JobRecord {
             version: VERSION,
             id: super::new_job_id(),
