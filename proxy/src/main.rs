@@ -255,28 +255,25 @@ enum InventoryCommand {
 #[derive(Subcommand)]
 enum GuardCommand {
     /// Set the kernel read-only flag and prove it (BLKROGET and sysfs ro).
-    Apply {
-        #[arg(long)]
-        inventory: Option<PathBuf>,
-        /// Every SCSI disk except the appliance's own (holding / or any mount).
-        #[arg(long)]
-        all_san: bool,
-        #[arg(long = "device", value_name = "DEV")]
-        devices: Vec<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    Apply(GuardArgs),
     /// Show read-only state; exit 3 listing any writable LUN as a hazard.
-    Status {
-        #[arg(long)]
-        inventory: Option<PathBuf>,
-        #[arg(long)]
-        all_san: bool,
-        #[arg(long = "device", value_name = "DEV")]
-        devices: Vec<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    Status(GuardArgs),
+}
+
+/// Which LUNs `guard apply|status` covers.
+#[derive(clap::Args)]
+struct GuardArgs {
+    /// Every LUN of this inventory.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// Every SCSI disk except the appliance's own (holding / or any mount).
+    #[arg(long)]
+    all_san: bool,
+    /// These devices (repeatable).
+    #[arg(long = "device", value_name = "DEV")]
+    devices: Vec<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -359,11 +356,12 @@ fn main() -> ExitCode {
         Command::Inventory { command: InventoryCommand::ImportEsxcli { devices, extents, paths, output } } => {
             lun::cli::import_esxcli(&devices, &extents, paths.as_deref(), output.as_deref())
         }
-        Command::Guard { command: GuardCommand::Apply { inventory, all_san, devices, json } } => {
-            lun::cli::guard(true, inventory.as_deref(), all_san, &devices, json)
-        }
-        Command::Guard { command: GuardCommand::Status { inventory, all_san, devices, json } } => {
-            lun::cli::guard(false, inventory.as_deref(), all_san, &devices, json)
+        Command::Guard { command } => {
+            let (apply, g) = match command {
+                GuardCommand::Apply(g) => (true, g),
+                GuardCommand::Status(g) => (false, g),
+            };
+            lun::cli::guard(apply, g.inventory.as_deref(), g.all_san, &g.devices, g.json)
         }
         Command::Mount { foreground, allow_other, direct_io, pid_file, log, daemon_child, disk_names, mut args } => {
             let mount_point = args.pop().unwrap_or_default();
