@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DIR := target/demo
-FUZZ_TARGETS := detect vmdk_sparse vmdk_descriptor vmdk_cowd vmdk_sesparse vhd vhdx qcow2 vmfs vmx
+FUZZ_TARGETS := detect vmdk_sparse vmdk_descriptor vmdk_cowd vmdk_sesparse vhd vhdx qcow2 vmfs vmx iscsi_pdu
 FUZZ_SECONDS ?= 60
 
 # Debian packages the tests use as real tools and oracles: qemu-img/qemu-io

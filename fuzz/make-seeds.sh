@@ -42,5 +42,11 @@ if [ -f ../shared/corpus/vmfs5.bin.gz ]; then
   gzip -dc ../shared/corpus/vmfs5.bin.gz > "$tmp/vmfs5.bin" && python3 tests/fixtures/mk_vmfs.py --fuzz-seed "$tmp/vmfs5.bin" "$out/vmfs/sample" || echo "vmfs seed skipped" >&2
 fi
 
+# .vmx/.vmsd text (the parser's input), and an empty start for iSCSI PDUs.
+mkdir -p "$out/vmx" "$out/iscsi_pdu"
+printf '.encoding = "UTF-8"\ndisplayName = "web01"\nscsi0:0.present = "TRUE"\nscsi0:0.fileName = "web01-000001.vmdk"\nsata0:1.deviceType = "cdrom-image"\nnvme0:0.fileName = "/vmfs/volumes/ds1/web01/data.vmdk"\nscsi0:1.mode = "independent-persistent"\n' > "$out/vmx/web01.vmx"
+printf 'snapshot.current = "1"\nsnapshot.numSnapshots = "1"\nsnapshot0.uid = "1"\nsnapshot0.displayName = "b|22k"\nsnapshot0.numDisks = "1"\nsnapshot0.disk0.fileName = "web01.vmdk"\nsnapshot0.disk0.node = "scsi0:0"\n' > "$out/vmx/web01.vmsd"
+printf '\x03\x87\x00\x00\x00\x00\x00\x00' > "$out/iscsi_pdu/empty-ish"
+
 mkdir -p "$out/detect"; cp "$out"/qcow2/v3.qcow2 "$out"/vmdk_sparse/stream.vmdk "$out"/vhd/dyn.vhd "$out"/vhdx/dyn.vhdx "$out/detect/"
 echo "seed corpora in $out: $(find "$out" -type f | wc -l) files"
