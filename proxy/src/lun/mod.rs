@@ -155,7 +155,7 @@ pub enum Resolved {
 }
 
 /// The LUNs validation looks at: local disks, plus the remote LUNs of the
-/// portals `iscsi://` sources name (listed once per portal).
+/// portals `iscsi://` sources name (listed once per portal, every target).
 pub struct LunPool {
     pub local: Vec<LunInfo>,
     remote: std::collections::HashMap<String, Result<Vec<LunInfo>, String>>,
@@ -171,6 +171,21 @@ impl LunPool {
         self.local.iter().chain(self.remote.values().filter_map(|r| r.as_ref().ok()).flatten()).collect()
     }
 
+    /// Reads what is on every listed remote LUN not probed yet. A portal
+    /// listing holds identities only, so without this a copy of a datastore
+    /// on a portal the inventory uses (an array snapshot no entry names)
+    /// would go unseen by the undeclared-snapshot check.
+    pub fn probe_remote_contents(&mut self) {
+        for luns in self.remote.values_mut().filter_map(|r| r.as_mut().ok()) {
+            for l in luns.iter_mut().filter(|l| l.content.kind == "unknown" && l.content.error.is_none()) {
+                l.content = match crate::iscsi_source::open(&l.device) {
+                    Ok(src) => content::probe(src, &l.device),
+                    Err(e) => Content { kind: "unknown".into(), error: Some(format!("{e:#}")), ..Default::default() },
+                };
+            }
+        }
+    }
+
     /// Finds the LUN an inventory entry means: by `source` when given,
     /// else by its identifier among the local disks.
     pub fn resolve(&mut self, id: &str, source: Option<&str>) -> Resolved {
@@ -184,9 +199,11 @@ impl LunPool {
             let Some((portal, iqn, lun)) = parse_iscsi_url(source) else {
                 return Resolved::Missing(format!("{source}: not an iscsi://PORTAL[:PORT]/IQN/LUN URL"));
             };
+            // The listing covers every target of the portal: one per portal,
+            // so a LUN is never listed (and checked) twice.
             let listed = self
                 .remote
-                .entry(format!("{portal}/{iqn}"))
+                .entry(portal.clone())
                 .or_insert_with(|| crate::iscsi_source::list_luns(&portal, crate::iscsi_source::auth_from(None, None).ok().flatten().as_ref()).map_err(|e| format!("{e:#}")));
             return match listed {
                 Ok(luns) => match luns.iter_mut().find(|l| l.lun == lun && !matches!(l.target.as_deref(), Some(t) if t != iqn)) {

@@ -273,8 +273,11 @@ pub fn validate(inv: &Inventory, pool: &mut LunPool) -> Report {
 }
 
 /// LUNs carrying an inventory datastore's VMFS UUID under an identifier the
-/// inventory does not give for that datastore or a declared snapshot.
-fn undeclared_snapshots(inv: &Inventory, pool: &LunPool) -> Vec<Check> {
+/// inventory does not give for that datastore or a declared snapshot: local
+/// disks and every LUN of the iSCSI portals the inventory's sources name
+/// (an ESXi host logged in to that portal sees them all).
+fn undeclared_snapshots(inv: &Inventory, pool: &mut LunPool) -> Vec<Check> {
+    pool.probe_remote_contents();
     let mut out = Vec::new();
     let declared = |l: &LunInfo| {
         inv.datastores.iter().any(|d| l.has_id(&d.device) || d.extents.iter().any(|e| l.has_id(&e.device)))
