@@ -15,6 +15,7 @@ mod iscsi_source;
 mod lun;
 mod map;
 mod mount;
+mod mountinfo;
 mod restore;
 mod source;
 #[allow(unsafe_code)]

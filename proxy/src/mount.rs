@@ -10,7 +10,8 @@
 //! refusal) returned. The server records its pid under a state directory,
 //! keyed by the mount's device number, so `umount` can wait for it.
 
-use crate::fuse::{self, mountinfo, MountOptions, FSTYPE};
+use crate::fuse::{self, MountOptions, FSTYPE};
+use crate::mountinfo;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};

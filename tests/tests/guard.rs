@@ -116,11 +116,10 @@ fn only_the_lun_layer_opens_devices() {
         "proxy/src/lun/cli.rs",    // esxcli output files, the inventory written
         "proxy/src/lun/guard.rs",  // /proc/self/mountinfo, /proc/swaps
         "proxy/src/fuse/mod.rs",   // /dev/fuse (a character device, not a LUN)
-        "proxy/src/fuse/mountinfo.rs", // /proc/self/mountinfo
+        "proxy/src/mountinfo.rs",  // /proc/self/mountinfo
         "proxy/src/mount.rs",      // the server's log file, /dev/null, /proc/PID/stat
         "proxy/src/job/journal.rs", // job entries, /proc/PID/stat, boot id
         "proxy/src/job/filemode.rs", // the mount server's pid file
-        "proxy/src/job/target.rs", // /proc/self/mountinfo
         "proxy/src/job/fullvm.rs", // config files read through the source layer, written into the target
     ];
     const PATTERNS: &[&str] = &[

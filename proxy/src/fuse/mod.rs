@@ -10,7 +10,6 @@
 mod attr;
 mod bufpool;
 mod inode;
-pub mod mountinfo;
 mod names;
 mod ops;
 
@@ -20,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use mountinfo::FSTYPE;
+pub use crate::mountinfo::FSTYPE;
 
 /// Event-loop threads: enough that 8 parallel readers plus directory walks
 /// never wait for each other (idle threads only block in read(2)).

@@ -49,46 +49,9 @@ fn parent_dev(p: &Path) -> Option<u64> {
     std::fs::metadata(p.parent()?).ok().map(|m| m.dev())
 }
 
-/// Decodes the octal escapes (`\040` for a space) of `/proc/self/mountinfo`.
-fn unescape(field: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let esc = b.get(i + 1..i + 4).filter(|d| b.get(i) == Some(&b'\\') && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match esc {
-            Some(d) => {
-                let v = d.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            None => {
-                out.push(b.get(i).copied().unwrap_or_default());
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
-/// (mount point, filesystem type) of every mount, from mountinfo text.
-fn parse_mountinfo(text: &str) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut halves = line.splitn(2, " - ");
-        let (Some(pre), Some(post)) = (halves.next(), halves.next()) else { continue };
-        let Some(mp) = pre.split(' ').nth(4) else { continue };
-        let fstype = post.split(' ').next().unwrap_or_default();
-        out.push((unescape(mp), fstype.to_owned()));
-    }
-    out
-}
-
 /// The filesystem type mounted at exactly `dir` (the topmost), if any.
 pub fn mounted_fstype(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    parse_mountinfo(&text).into_iter().rev().find(|(mp, _)| mp == dir).map(|(_, t)| t)
+    crate::mountinfo::read().ok()?.into_iter().rev().find(|m| m.mount_point == dir).map(|m| m.fstype)
 }
 
 pub fn is_mountpoint(dir: &Path) -> bool {
@@ -98,15 +61,6 @@ pub fn is_mountpoint(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_lines_with_escapes() {
-        let t = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.vbproxy vbproxy rw\n37 35 98:0 / / rw - ext4 /dev/sda1 rw\n";
-        let m = parse_mountinfo(t);
-        assert_eq!(m[0], (PathBuf::from("/mnt/a b"), "fuse.vbproxy".to_string()));
-        assert_eq!(m[1].0, PathBuf::from("/"));
-        assert_eq!(unescape("a\\134b\\0"), PathBuf::from("a\\b\\0"));
-    }
 
     #[test]
     fn targets() {

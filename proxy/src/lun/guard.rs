@@ -56,10 +56,9 @@ pub fn system_disks() -> BTreeSet<String> {
             }
         }
     };
-    if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            if let Some((maj, min)) = fields.get(2).and_then(|f| f.split_once(':')) {
+    if let Ok(mounts) = crate::mountinfo::read() {
+        for m in mounts {
+            if let Some((maj, min)) = m.dev.split_once(':') {
                 if let (Ok(a), Ok(b)) = (maj.parse::<u64>(), min.parse::<u64>()) {
                     if a != 0 {
                         devs.insert((a, b));
@@ -67,11 +66,9 @@ pub fn system_disks() -> BTreeSet<String> {
                 }
             }
             // Btrfs and others report an anonymous 0:N; the mount source
-            // (after " - fstype ") names the real device.
-            if let Some(pos) = fields.iter().position(|f| *f == "-") {
-                if let Some(src) = fields.get(pos + 2).filter(|s| s.starts_with("/dev/")) {
-                    add_path(src, &mut devs);
-                }
+            // names the real device.
+            if m.source.starts_with("/dev/") {
+                add_path(&m.source, &mut devs);
             }
         }
     }

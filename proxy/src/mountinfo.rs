@@ -1,6 +1,7 @@
 //! Finding mounts in `/proc/self/mountinfo`: whether a directory is a
-//! vbproxy mount, and the mount's device number (which names its FUSE
-//! connection and the server's state file).
+//! (vbproxy) mount and of what type, the mount's device number (which names
+//! a FUSE connection and the server's state file), and the devices that
+//! hold mounted filesystems (the appliance's own disks, for the guard).
 
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
