@@ -39,24 +39,9 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// A VMFS UUID the way ESXi prints it (`esxcli storage vmfs extent list`,
-/// `/vmfs/volumes/<uuid>`): 8-8-4-12 hex digits, the first three groups
-/// little-endian.
-pub fn vmfs_uuid(b: &[u8]) -> Option<String> {
-    let u = b.get(..16)?;
-    Some(format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{}",
-        u[3],
-        u[2],
-        u[1],
-        u[0],
-        u[7],
-        u[6],
-        u[5],
-        u[4],
-        u[9],
-        u[8],
-        u[10..16].iter().map(|x| format!("{x:02x}")).collect::<String>()
-    ))
+/// `/vmfs/volumes/<uuid>`), by the VMFS reader's own formatter.
+fn vmfs_uuid(b: &[u8]) -> Option<String> {
+    b.get(..16).map(guestfs::vmfs::lvm::uuid_string)
 }
 
 fn text(b: &[u8]) -> Option<String> {
